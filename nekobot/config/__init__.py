@@ -1,0 +1,1 @@
+"""Configuration: the ``nekobot.toml`` schema and its version history."""

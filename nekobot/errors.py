@@ -1,0 +1,82 @@
+"""Errors raised by NekoBot's public API.
+
+Every error NekoBot raises on purpose derives from :class:`NekoBotError`, so an
+embedding program can catch them in one place. The HTTP API maps them to status
+codes (DESIGN.md §6): ``LookupError`` subclasses to 404, :class:`Conflict`
+subclasses to 409, :class:`ConfigError` and :class:`InvalidRequest` to 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class NekoBotError(Exception):
+    """Base class of every error NekoBot raises on purpose."""
+
+
+class ConfigError(NekoBotError):
+    """A configuration was refused.
+
+    Attributes:
+        problems (list[str]): One line per problem, each starting with the key
+            path, e.g. ``"platforms.qq.port: expected int, got 'abc'"``.
+    """
+
+    def __init__(self, problems: Sequence[str], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"invalid config{f' in {source}' if source else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class InvalidRequest(NekoBotError, ValueError):
+    """A call's arguments were refused; the message names the argument."""
+
+
+class PlatformNotFound(NekoBotError, LookupError):
+    """No platform has this ``platform_id``."""
+
+    def __init__(self, platform_id: str) -> None:
+        self.platform_id = platform_id
+        super().__init__(f"unknown platform {platform_id!r}")
+
+
+class Conflict(NekoBotError):
+    """The request conflicts with the current state (HTTP 409)."""
+
+
+class PlatformExists(Conflict):
+    """A platform with this ``platform_id`` already exists."""
+
+    def __init__(self, platform_id: str) -> None:
+        self.platform_id = platform_id
+        super().__init__(f"platform {platform_id!r} already exists")
+
+
+class ActorError(NekoBotError):
+    """Base class for errors of the actor core (``nekobot.actor``)."""
+
+
+class CallTimeout(ActorError, TimeoutError):
+    """``ActorRef.call`` got no reply within its timeout (Trio clock seconds).
+
+    The late reply, if one ever comes, is dropped: it is never delivered to
+    another caller.
+    """
+
+
+class ActorStopped(ActorError):
+    """The actor behind an ``ActorRef`` is not running (its mailbox is closed)."""
+
+
+class MailboxFull(ActorError):
+    """``ActorRef.cast_nowait`` found the actor's bounded mailbox full."""
+
+
+class ConnectionClosed(NekoBotError):
+    """The platform's link closed; calls pending on it fail at once with this."""
+
+
+class PlatformOffline(NekoBotError):
+    """The platform has no live link to send on."""

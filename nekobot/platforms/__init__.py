@@ -1,0 +1,1 @@
+"""Platform actors: the plugin API (``base``) and the built-in platforms."""

@@ -1,0 +1,237 @@
+"""The platform plugin API: :class:`PlatformActor` and how a ``type`` is found.
+
+A platform is one configured connection (``[platforms.<id>]``) run as a
+supervised Trio task (DESIGN.md §5b)::
+
+    class MyPlatform(nekobot.PlatformActor):
+        platform_type = "my_platform"
+        config_class = MyPlatformConfig
+
+        async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+            ...  # connect
+            task_status.started()
+            ...  # for each inbound message: await self.emit(message)
+
+        async def send(self, message: OutboundMessage) -> SendReceipt:
+            ...  # deliver one outbound message; raise if not delivered
+
+``run()`` returning means finished; raising means failed (the supervisor
+decides). Never catch ``trio.Cancelled``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Awaitable, Callable, Hashable
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from ..errors import PlatformOffline
+from ..message_router import Message, MessagePriority
+
+__all__ = [
+    "BUILTIN_PLATFORMS",
+    "OutboundMessage",
+    "PlatformActor",
+    "PlatformContext",
+    "SendReceipt",
+    "load_platform_class",
+]
+
+
+def new_message_key() -> str:
+    """A fresh outbound message key (uuid4 hex): at-least-once delivery carries it
+    so that a repeat can be recognised."""
+    return uuid.uuid4().hex
+
+
+@attrs.frozen(kw_only=True)
+class OutboundMessage:
+    """One message a handler sends to a platform (``bot.send(...)``)."""
+
+    platform_id: str
+    message_type: str
+    """What to send. OneBot v11: an action name (``send_msg``, ``send_group_msg``…),
+    or ``"private"`` / ``"group"`` as a shorthand for ``send_msg`` of that type."""
+    content: Any
+    """The payload. OneBot v11: the action's ``params`` object."""
+    priority: MessagePriority = MessagePriority.NORMAL
+    message_key: str = attrs.field(factory=new_message_key)
+    """Unique key of this message; kept across buffering and replay."""
+    created_at: float = 0.0
+    """Wall-clock ``time.time()`` when it was first sent or buffered."""
+
+
+@attrs.frozen(kw_only=True)
+class SendReceipt:
+    """What ``PlatformActor.send`` / ``bot.send`` returns."""
+
+    platform_id: str
+    message_key: str
+    buffered: bool = False
+    """True when the platform was offline and the message waits in the buffer."""
+    data: Any = None
+    """The platform's answer (OneBot v11: the response's ``data``)."""
+
+
+@attrs.define(kw_only=True)
+class PlatformContext:
+    """What a platform actor may reach of the bot; the bot fills it in.
+
+    The defaults make a platform usable on its own (in tests): emitted messages
+    go to ``emitted`` and link changes are only recorded.
+    """
+
+    emit: Callable[[Message], Awaitable[None]] | None = None
+    """Routes one inbound message (normally ``router.route``)."""
+    link_up: Callable[[str], Awaitable[None]] | None = None
+    """Called with the platform id when its link becomes usable (buffer replays)."""
+    link_down: Callable[[str], Awaitable[None]] | None = None
+    """Called with the platform id when its link is lost (sends are buffered)."""
+    report_fault: Callable[[str, BaseException, dict[str, Any]], Awaitable[None]] | None = None
+    """Reports a fault the adapter caught itself (``fault_isolation.handle_fault``)."""
+    record_metric: Callable[[str, float, str], None] | None = None
+    """``monitor.record_metric(name, value, metric_type)`` (sync, cheap)."""
+    raise_alert: Callable[[str, str, str], Awaitable[None]] | None = None
+    """``(platform_id, level, message)``: raises an alert at the monitor."""
+    emitted: list[Message] = attrs.field(factory=list)
+    """Messages emitted when no ``emit`` was given (tests)."""
+
+
+class PlatformActor:
+    """Base class of platform plugins.
+
+    Args:
+        platform_id (str): The ``<id>`` of ``[platforms.<id>]``.
+        config: An instance of :attr:`config_class` (the section, validated).
+        connection: The section's ``ConnectionConfig``.
+        context (PlatformContext): The bot's hooks; a fresh standalone one if omitted.
+    """
+
+    platform_type: ClassVar[str] = ""
+    """The ``type`` name in ``[platforms.<id>]``."""
+    config_class: ClassVar[type[Any]]
+    """attrs class of the platform's own config keys."""
+
+    def __init__(
+        self,
+        platform_id: str,
+        config: Any,
+        *,
+        connection: Any = None,
+        context: PlatformContext | None = None,
+    ) -> None:
+        from ..connection_manager import ConnectionConfig
+
+        self.platform_id = platform_id
+        self.config = config
+        self.connection_config: ConnectionConfig = connection or ConnectionConfig()
+        self.context = context or PlatformContext()
+        self.online = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, call ``task_status.started()``, then serve until cancelled."""
+        raise NotImplementedError
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        """Deliver one message; raise (e.g. ``ConnectionClosed``) if it was not delivered."""
+        raise NotImplementedError
+
+    # ---- helpers for subclasses -------------------------------------------
+
+    async def emit(self, message: Message) -> None:
+        """Hand one inbound message to the router (dedup, priority, handlers)."""
+        if self.context.emit is None:
+            self.context.emitted.append(message)
+        else:
+            await self.context.emit(message)
+
+    def make_message(
+        self,
+        message_type: str,
+        content: Any,
+        *,
+        priority: MessagePriority = MessagePriority.NORMAL,
+        dedup_key: Hashable | None = None,
+    ) -> Message:
+        """A :class:`Message` from this platform."""
+        return Message(
+            platform_id=self.platform_id,
+            message_type=message_type,
+            content=content,
+            priority=priority,
+            dedup_key=dedup_key,
+        )
+
+    async def set_online(self) -> None:
+        """Tell the bot the link is usable: the buffer replays what it holds."""
+        self.online = True
+        if self.context.link_up is not None:
+            await self.context.link_up(self.platform_id)
+
+    async def set_offline(self) -> None:
+        """Tell the bot the link is lost: sends go to the buffer until it returns."""
+        was = self.online
+        self.online = False
+        if was and self.context.link_down is not None:
+            await self.context.link_down(self.platform_id)
+
+    def require_online(self) -> None:
+        """Raise :class:`PlatformOffline` unless the link is up."""
+        if not self.online:
+            raise PlatformOffline(f"platform {self.platform_id!r} has no live link")
+
+
+BUILTIN_PLATFORMS: dict[str, str] = {
+    "onebot_v11": "nekobot.platforms.onebot_v11:OneBotV11Platform",
+}
+"""Built-in platform types, by name."""
+
+
+def _import_path(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_platform_class(type_name: str) -> type[PlatformActor]:
+    """Find the platform class for a ``type``.
+
+    Looked up in order: a built-in name (:data:`BUILTIN_PLATFORMS`), an entry
+    point of the group ``nekobot.platforms``, an import path
+    ``package.module:ClassName``.
+
+    Raises:
+        LookupError: naming the type and why it was not found.
+    """
+    target: Any = None
+    if type_name in BUILTIN_PLATFORMS:
+        target = _import_path(BUILTIN_PLATFORMS[type_name])
+    else:
+        for ep in entry_points(group="nekobot.platforms"):
+            if ep.name == type_name:
+                target = ep.load()
+                break
+    if target is None:
+        if ":" not in type_name:
+            raise LookupError(
+                f"unknown platform type {type_name!r} (built-in: "
+                f"{', '.join(sorted(BUILTIN_PLATFORMS))}; or an entry point in "
+                "'nekobot.platforms', or 'package.module:ClassName')"
+            )
+        try:
+            target = _import_path(type_name)
+        except (ImportError, AttributeError) as exc:
+            raise LookupError(f"cannot import platform type {type_name!r}: {exc}") from None
+    if not (isinstance(target, type) and issubclass(target, PlatformActor)):
+        raise LookupError(f"platform type {type_name!r} is not a PlatformActor subclass")
+    if not hasattr(target, "config_class"):
+        raise LookupError(f"platform type {type_name!r} has no config_class")
+    return target
