@@ -1,0 +1,519 @@
+"""``open_nekobot(config)`` and the :class:`NekoBot` handle: the supervision tree.
+
+::
+
+    async with nekobot.open_nekobot("nekobot.toml") as bot:
+        bot.message_router.register_handler("message", on_message)
+        await trio.sleep_forever()
+
+The root nursery starts, in order: the SQLite store, ``monitor``, ``buffer``,
+``router``, fault isolation, ``platforms`` (the runtime manager's supervisor),
+the handler plugins, ``api`` and ``console`` when enabled (DESIGN.md §1).
+Leaving the block stops them in reverse order; each child gets
+``bot.shutdown_timeout`` seconds (Trio clock) to stop, then it is cancelled.
+A crash of a root actor (router, buffer, monitor) ends the block with
+:class:`RootActorCrashed` naming the actor; a failing platform never does.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .config.schema import NekoBotConfig, load_config, parse_config
+from .errors import (
+    ConfigError,
+    ConnectionClosed,
+    Conflict,
+    NekoBotError,
+    PlatformNotFound,
+    PlatformOffline,
+)
+from .message_router import Message, MessagePriority
+from .platforms.base import (
+    OutboundMessage,
+    PlatformActor,
+    PlatformContext,
+    SendReceipt,
+    load_platform_class,
+)
+from .storage import Store
+
+__all__ = ["NekoBot", "RootActorCrashed", "open_nekobot"]
+
+log = logging.getLogger("nekobot")
+
+
+class RootActorCrashed(NekoBotError):
+    """One of the bot's own actors (router, buffer, monitor …) failed: a bug.
+
+    Attributes:
+        actor (str): Which child of the root crashed.
+    """
+
+    def __init__(self, actor: str, cause: BaseException) -> None:
+        self.actor = actor
+        super().__init__(f"root actor {actor!r} crashed: {type(cause).__name__}: {cause}")
+
+
+@attrs.define
+class _Child:
+    name: str
+    scope: trio.CancelScope
+    done: trio.Event
+    stop: Callable[[], Awaitable[None]] | None = None
+
+
+class NekoBot:
+    """The handle of a running bot; ``open_nekobot`` yields it.
+
+    Attributes use the seed document's global names (DESIGN.md §5):
+    ``runtime_manager``, ``message_router``, ``message_buffer``,
+    ``status_monitor``, ``fault_isolation_manager``, ``config_version_manager``.
+    """
+
+    def __init__(self, config: NekoBotConfig, *, config_path: str | None = None) -> None:
+        from .config.versions import ConfigVersionManager
+        from .fault_isolation import FaultIsolation
+        from .message_buffer import MessageBuffer
+        from .message_router import MessageRouter
+        from .runtime_manager import RuntimeManager
+        from .status_monitor import StatusMonitor
+
+        self.config = config
+        """The config in force (``NekoBotConfig``); replaced on every applied change."""
+        self.config_path = config_path
+        """The file ``reload()`` re-reads, if the bot was started from one."""
+        data_dir = config.data_path()
+        durable = config.buffer.durable
+        self.store = Store(data_dir / "nekobot.db" if durable else ":memory:")
+        self.status_monitor = StatusMonitor.from_config(config.monitor)
+        self.message_buffer = MessageBuffer.from_config(
+            config.buffer, store=self.store, monitor=self.status_monitor
+        )
+        self.message_router = MessageRouter.from_config(config.router, monitor=self.status_monitor)
+        self.fault_isolation_manager = FaultIsolation.from_config(
+            config.fault_isolation, monitor=self.status_monitor, store=self.store
+        )
+        self.runtime_manager = RuntimeManager.from_config(
+            config.supervisor,
+            fault_isolation=self.fault_isolation_manager,
+            platform_factory=self._build_platform,
+            monitor=self.status_monitor,
+        )
+        self.config_version_manager = ConfigVersionManager(store=self.store)
+        self.message_buffer.set_sender(self._deliver)
+        self.runtime_manager.set_change_hook(self._on_platforms_changed)
+        self.config_version_manager.set_apply_callback(self._apply_config_dict)
+        self.nursery: trio.Nursery | None = None
+        self.started_at: float | None = None
+        """Wall-clock ``time.time()`` when the bot finished starting."""
+        self.ready = False
+        """True once every child started; ``/readyz`` reports it."""
+        self.api_port: int | None = None
+        """Port the HTTP API is bound to (when enabled)."""
+        self.console_address: Any = None
+        """Where the debug console listens (when enabled)."""
+        self._children: list[_Child] = []
+        self._config_lock = trio.Lock()
+        self._applying = False
+
+    # ---- platforms -------------------------------------------------------
+
+    def _context_for(self, platform_id: str) -> PlatformContext:
+        monitor = self.status_monitor
+
+        async def raise_alert(pid: str, level: str, message: str) -> None:
+            from .status_monitor import AlertLevel
+
+            lvl = AlertLevel[level.upper()] if isinstance(level, str) else level
+            monitor.fire_alert(
+                f"platform:{pid}:{message.split(':', 1)[0]}", lvl, message, platform_id=pid
+            )
+
+        return PlatformContext(
+            emit=self.message_router.route,
+            link_up=self.message_buffer.mark_platform_online,
+            link_down=self.message_buffer.mark_platform_offline,
+            report_fault=self._report_fault,
+            record_metric=monitor.record_metric,
+            raise_alert=raise_alert,
+        )
+
+    async def _report_fault(
+        self, platform_id: str, exc: BaseException, context: dict[str, Any]
+    ) -> None:
+        await self.fault_isolation_manager.handle_fault(platform_id, exc, context)
+
+    def _build_platform(self, platform_id: str, pc: Any) -> PlatformActor:
+        cls = load_platform_class(pc.type)
+        return cls(
+            platform_id, pc.settings, connection=pc.connection, context=self._context_for(platform_id)
+        )
+
+    async def _deliver(self, message: OutboundMessage) -> SendReceipt:
+        actor = self.runtime_manager.get_platform_actor(message.platform_id)
+        if actor is None or not actor.online:
+            raise PlatformOffline(f"platform {message.platform_id!r} has no live link")
+        return await actor.send(message)
+
+    # ---- sending ----------------------------------------------------------
+
+    async def send(
+        self,
+        platform_id: str,
+        message_type: str,
+        content: Any,
+        priority: MessagePriority = MessagePriority.NORMAL,
+        ttl: float | None = None,
+    ) -> SendReceipt:
+        """Send one message to a platform, or buffer it while the platform is offline.
+
+        Args:
+            platform_id (str): The ``[platforms.<id>]`` to send to.
+            message_type (str): Platform-specific; OneBot v11: an action name
+                (``send_group_msg`` …) or ``"private"`` / ``"group"``.
+            content: The payload (OneBot v11: the action's ``params``); must be
+                JSON-serialisable, since it may be buffered durably.
+            priority (MessagePriority): Order in the buffer under ``priority`` policy.
+            ttl (float | None): Seconds the message may wait in the buffer;
+                ``None`` takes ``buffer.default_ttl``; ``math.inf`` never expires.
+
+        Returns:
+            SendReceipt: ``buffered=False`` with the platform's answer in
+            ``data`` when it was delivered now; ``buffered=True`` when it waits
+            in the buffer (it is replayed, in order, when the link returns).
+
+        Raises:
+            PlatformNotFound: if no platform has this id.
+            ValueError: if ``ttl`` is zero or negative.
+            nekobot.errors.NekoBotError: what the platform raised when it
+                answered that the message failed (e.g. ``OneBotActionFailed``).
+        """
+        if platform_id not in self.runtime_manager.platform_configs:
+            raise PlatformNotFound(platform_id)
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"ttl must be > 0 seconds (or math.inf), got {ttl!r}")
+        msg = OutboundMessage(
+            platform_id=platform_id,
+            message_type=message_type,
+            content=content,
+            priority=MessagePriority(priority),
+            created_at=time.time(),
+        )
+        actor = self.runtime_manager.get_platform_actor(platform_id)
+        # Order: while the buffer still holds messages for this platform (it is
+        # replaying), new ones queue behind them.
+        if (
+            actor is not None
+            and actor.online
+            and self.message_buffer.is_online(platform_id)
+            and self._buffered_count(platform_id) == 0
+        ):
+            try:
+                return await actor.send(msg)
+            except (ConnectionClosed, PlatformOffline):
+                log.info("platform %s went offline during a send; buffering", platform_id)
+        key = await self.message_buffer.add_message(
+            platform_id, message_type, content, priority, ttl, message_key=msg.message_key
+        )
+        return SendReceipt(platform_id=platform_id, message_key=key, buffered=True)
+
+    def _buffered_count(self, platform_id: str) -> int:
+        counter = getattr(self.message_buffer, "pending_count", None)
+        if counter is not None:
+            return int(counter(platform_id))
+        return 0
+
+    # ---- config -----------------------------------------------------------
+
+    async def _on_platforms_changed(self, description: str) -> None:
+        """The runtime manager applied a platform change: record a config version."""
+        self.config = attrs.evolve(
+            self.config, platforms=dict(self.runtime_manager.platform_configs)
+        )
+        if not self._applying:
+            await self._record_version(description or "platform change", author="runtime")
+
+    async def _record_version(
+        self, description: str, *, author: str, change_type: Any = None, base_revision: int | None = None
+    ) -> Any:
+        from .config.schema import config_to_dict
+        from .config.versions import ConfigChangeType
+
+        return await self.config_version_manager.create_version(
+            config_to_dict(self.config),
+            change_type or ConfigChangeType.UPDATE,
+            description,
+            author,
+            **({"base_revision": base_revision} if base_revision is not None else {}),
+        )
+
+    async def apply_config(
+        self,
+        new: NekoBotConfig | Mapping[str, Any],
+        *,
+        description: str = "",
+        author: str = "api",
+        base_revision: int | None = None,
+        record: bool = True,
+    ) -> Any:
+        """Apply a new config to the running bot and record it as a version.
+
+        Only platforms whose ``[platforms.<id>]`` section changed are rebuilt;
+        added ones start, removed ones stop. Sections other than
+        ``platforms`` take effect at the next start (they are recorded now).
+
+        Args:
+            new: A ``NekoBotConfig`` or the dict of a TOML document.
+            base_revision (int | None): Check-and-set: the revision the change
+                was based on; a stale one raises ``RevisionConflict``.
+            record (bool): Record a version (a rollback records its own).
+
+        Returns:
+            The recorded ``ConfigVersion`` (or ``None`` when ``record`` is false).
+
+        Raises:
+            ConfigError: if the config is invalid; the running config stays.
+            RevisionConflict: if ``base_revision`` is not the current revision.
+            Exception: what a platform raised when its new config failed to
+                start; the previous config was restored.
+        """
+        if not isinstance(new, NekoBotConfig):
+            new = parse_config(new, source_dir=self.config.source_dir)
+        async with self._config_lock:
+            current_rev = getattr(self.config_version_manager, "current_revision", None)
+            if base_revision is not None and current_rev is not None and base_revision != current_rev:
+                from .errors import Conflict as _Conflict
+
+                err_cls: type[Conflict] = _Conflict
+                try:
+                    from .errors import RevisionConflict  # type: ignore[attr-defined]
+
+                    err_cls = RevisionConflict
+                except ImportError:  # pragma: no cover
+                    pass
+                raise err_cls(
+                    f"config changed since revision {base_revision} (now {current_rev})"
+                )
+            old = self.config
+            self._applying = True
+            try:
+                await self.runtime_manager.apply_config(dict(new.platforms))
+            finally:
+                self._applying = False
+            self.config = attrs.evolve(new, source_dir=old.source_dir)
+            if record:
+                return await self._record_version(description or "config update", author=author)
+            return None
+
+    async def _apply_config_dict(self, data: Mapping[str, Any]) -> None:
+        await self.apply_config(data, record=False)
+
+    async def reload(self, *, author: str = "reload") -> Any:
+        """Re-read the config file and apply it (``SIGHUP``, ``nekobot reload``).
+
+        Raises:
+            ConfigError: if the file is invalid (the running config stays), or
+                the bot was not started from a file.
+        """
+        if self.config_path is None:
+            raise ConfigError(["(reload): this bot was not started from a config file"])
+        new = await trio.to_thread.run_sync(load_config, self.config_path)
+        return await self.apply_config(new, description=f"reload of {self.config_path}", author=author)
+
+    # ---- start / stop ----------------------------------------------------
+
+    async def _start_child(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[Any]],
+        *,
+        stop: Callable[[], Awaitable[None]] | None = None,
+        critical: bool = True,
+    ) -> Any:
+        assert self.nursery is not None
+        scope = trio.CancelScope()
+        done = trio.Event()
+
+        async def runner(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await fn(task_status=task_status)
+            except Exception as exc:
+                if critical:
+                    log.critical("root actor %s crashed", name, exc_info=True)
+                    raise RootActorCrashed(name, exc) from exc
+                log.exception("%s failed", name)
+            finally:
+                done.set()
+
+        value = await self.nursery.start(runner, name=f"nekobot.{name}")
+        self._children.append(_Child(name, scope, done, stop))
+        return value
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        await self.store.open()
+        if self.store.recovered_from:
+            log.error(
+                "the database was corrupt: moved aside to %s; starting with an empty store",
+                self.store.recovered_from,
+            )
+        await self._start_child("monitor", self.status_monitor.run)
+        if self.store.recovered_from:
+            from .status_monitor import AlertLevel
+
+            self.status_monitor.fire_alert(
+                "storage:corrupt",
+                AlertLevel.ERROR,
+                f"database was corrupt; moved aside to {self.store.recovered_from}",
+            )
+        await self._start_child("buffer", self.message_buffer.run)
+        await self._start_child("router", self.message_router.run)
+        fi_run = getattr(self.fault_isolation_manager, "run", None)
+        if fi_run is not None:
+            await self._start_child("fault_isolation", fi_run)
+        await self.config_version_manager.open()
+        await self._start_child("platforms", self.runtime_manager.run)
+        await self._load_plugins()
+        await self.runtime_manager.load(dict(self.config.platforms))
+        if self.config_version_manager.current_revision is None or not await self._same_as_current():
+            from .config.versions import ConfigChangeType
+
+            await self._record_version(
+                "start" if self.config_path is None else f"start from {self.config_path}",
+                author="startup",
+                change_type=ConfigChangeType.CREATE
+                if self.config_version_manager.current_revision is None
+                else ConfigChangeType.UPDATE,
+            )
+        if self.config.api.enable:
+            from .api import serve_api
+
+            async def api_runner(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+                await serve_api(self, self.config.api, task_status=task_status)
+
+            self.api_port = await self._start_child("api", api_runner)
+            log.info("HTTP API on http://%s:%s", self.config.api.host, self.api_port)
+        if self.config.console.enable:
+            from .console import serve_console
+
+            async def console_runner(
+                task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
+                await serve_console(self, self.config.console, task_status=task_status)
+
+            self.console_address = await self._start_child("console", console_runner)
+            log.info("debug console on %s", self.console_address)
+        self.started_at = time.time()
+        self.ready = True
+
+    async def _same_as_current(self) -> bool:
+        from .config.schema import config_to_dict
+
+        cur = self.config_version_manager.get_version(
+            f"v{self.config_version_manager.current_revision}"
+        )
+        return bool(cur is not None and cur.config == config_to_dict(self.config))
+
+    async def _load_plugins(self) -> None:
+        import importlib
+
+        for spec in self.config.bot.plugins:
+            module_name, _, attr = spec.partition(":")
+            try:
+                module = importlib.import_module(module_name)
+                setup = getattr(module, attr or "setup")
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError([f"bot.plugins: cannot load {spec!r}: {exc}"]) from None
+            result = setup(self)
+            if inspect.isawaitable(result):
+                await result
+            log.info("plugin %s loaded", spec)
+
+    async def _stop(self) -> None:
+        self.ready = False
+        deadline = self.config.bot.shutdown_timeout
+        for child in reversed(self._children):
+            if child.stop is not None:
+                with trio.move_on_after(deadline):
+                    await child.stop()
+            child.scope.cancel()
+            with trio.move_on_after(deadline + 1.0) as waited:
+                await child.done.wait()
+            if waited.cancelled_caught:
+                log.error("%s did not stop within its deadline", child.name)
+        self._children.clear()
+        await self.store.close()
+
+
+def _coerce_config(
+    config: NekoBotConfig | Mapping[str, Any] | str | os.PathLike[str] | None,
+) -> tuple[NekoBotConfig, str | None]:
+    if config is None:
+        config = os.environ.get("NEKOBOT_CONFIG", "nekobot.toml")
+    if isinstance(config, NekoBotConfig):
+        return config, None
+    if isinstance(config, str | os.PathLike):
+        return load_config(config), str(Path(config))
+    return parse_config(config), None
+
+
+@asynccontextmanager
+async def open_nekobot(
+    config: NekoBotConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+) -> AsyncIterator[NekoBot]:
+    """Start a bot in the current Trio run and yield its :class:`NekoBot` handle.
+
+    Args:
+        config: A ``NekoBotConfig``, a dict shaped like ``nekobot.toml``, or a
+            path to a TOML file (``None``: ``$NEKOBOT_CONFIG`` or ``nekobot.toml``).
+
+    Raises:
+        ConfigError: if the config is invalid (before anything starts).
+        RootActorCrashed: if one of the bot's own actors fails.
+    """
+    cfg, path = _coerce_config(config)
+    bot = NekoBot(cfg, config_path=path)
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                await bot._start(nursery)
+                yield bot
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(
+                        (cfg.bot.shutdown_timeout + 1.0) * (len(bot._children) + 1) + 1.0
+                    ):
+                        await bot._stop()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # One failure (a crashed root actor, or the body's own exception): raise
+        # it as itself rather than wrapped in a group.
+        leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        if len(leaves) == 1:
+            only = leaves[0]
+            raise only from only.__cause__
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out += _leaves(exc)
+        else:
+            out.append(exc)
+    return out
+
