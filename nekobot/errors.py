@@ -80,3 +80,36 @@ class ConnectionClosed(NekoBotError):
 
 class PlatformOffline(NekoBotError):
     """The platform has no live link to send on."""
+
+
+class RevisionConflict(Conflict):
+    """Check-and-set failed: the config changed since the revision a change was based on.
+
+    Attributes:
+        expected (int): The ``base_revision`` the caller named.
+        current (int | None): The current revision (``None``: no version yet).
+    """
+
+    def __init__(self, expected: int, current: int | None) -> None:
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"config changed since revision {expected} "
+            f"(current revision is {'none' if current is None else current})"
+        )
+
+
+class VersionNotFound(NekoBotError, LookupError):
+    """No config version has this id (it never existed, or was pruned)."""
+
+    def __init__(self, version_id: str) -> None:
+        self.version_id = version_id
+        super().__init__(f"unknown config version {version_id!r}")
+
+
+class VersionCorrupted(NekoBotError):
+    """A stored config version no longer matches its sha256 checksum."""
+
+    def __init__(self, version_id: str) -> None:
+        self.version_id = version_id
+        super().__init__(f"config version {version_id!r} is corrupted (checksum mismatch)")
