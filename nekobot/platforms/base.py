@@ -212,13 +212,16 @@ def load_platform_class(type_name: str) -> type[PlatformActor]:
         LookupError: naming the type and why it was not found.
     """
     target: Any = None
-    if type_name in BUILTIN_PLATFORMS:
-        target = _import_path(BUILTIN_PLATFORMS[type_name])
-    else:
-        for ep in entry_points(group="nekobot.platforms"):
-            if ep.name == type_name:
-                target = ep.load()
-                break
+    try:
+        if type_name in BUILTIN_PLATFORMS:
+            target = _import_path(BUILTIN_PLATFORMS[type_name])
+        else:
+            for ep in entry_points(group="nekobot.platforms"):
+                if ep.name == type_name:
+                    target = ep.load()
+                    break
+    except (ImportError, AttributeError) as exc:
+        raise LookupError(f"cannot load platform type {type_name!r}: {exc}") from None
     if target is None:
         if ":" not in type_name:
             raise LookupError(

@@ -1,0 +1,1 @@
+"""Built-in handler plugins (``[bot] plugins = ["nekobot.plugins.echo:setup"]``)."""

@@ -1,0 +1,139 @@
+"""The ``nekobot.toml`` schema: every problem named by key path, env secrets, dumps."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nekobot.config.schema import (
+    NekoBotConfig,
+    config_to_dict,
+    dumps_config,
+    load_config,
+    parse_config,
+)
+from nekobot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = "tests.fakes:FakePlatform"
+
+
+def problems_of(data: dict, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, **kw)
+    return info.value.problems
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(ROOT / "nekobot.toml")
+    assert "qq" in config.platforms
+    assert config.platforms["qq"].type == "onebot_v11"
+    assert config.bot.plugins == ["nekobot.plugins.echo:setup"]
+    assert config.data_path() == (ROOT / "data").resolve()
+
+
+def test_empty_config_takes_defaults() -> None:
+    assert parse_config({}) == NekoBotConfig()
+
+
+def test_wrong_type_unknown_key_and_missing_key_all_reported_by_path() -> None:
+    data = {
+        "bot": {"name": "x", "colour": "red"},
+        "api": {"port": "abc"},
+        "platforms": {"qq": {"port": 1}, "tg": {"type": FAKE, "label": 3}},
+    }
+    problems = problems_of(data)
+    assert "bot.colour: unknown key" in problems
+    assert "api.port: expected int, got 'abc'" in problems
+    assert "platforms.qq.type: required key missing" in problems
+    assert "platforms.tg.label: expected string, got 3" in problems
+    assert len(problems) == 4
+
+
+def test_unknown_top_level_section_and_platform_key() -> None:
+    problems = problems_of({"routr": {}, "platforms": {"a": {"type": FAKE, "lable": "x"}}})
+    assert problems == ["routr: unknown key", "platforms.a.lable: unknown key"]
+
+
+def test_range_errors_name_the_field() -> None:
+    problems = problems_of({"router": {"max_queue_size": 0}, "supervisor": {"jitter": 2.0}})
+    assert "router.max_queue_size: must be > 0, got 0" in problems
+    assert "supervisor.jitter: must be between 0 and 1, got 2.0" in problems
+
+
+def test_bool_is_not_an_int_and_strings_are_not_numbers() -> None:
+    problems = problems_of({"router": {"max_concurrency": True, "dedup_window": "5"}})
+    assert "router.max_concurrency: expected int, got True" in problems
+    assert "router.dedup_window: expected float, got '5'" in problems
+
+
+def test_literal_choices_are_listed() -> None:
+    (problem,) = problems_of({"buffer": {"policy": "random"}})
+    assert problem.startswith("buffer.policy: expected one of 'fifo', 'lifo', 'priority'")
+
+
+def test_connection_section_validated_with_path() -> None:
+    problems = problems_of(
+        {"platforms": {"qq": {"type": FAKE, "connection": {"reconnect_interval": "soon", "x": 1}}}}
+    )
+    assert "platforms.qq.connection.reconnect_interval: expected float, got 'soon'" in problems
+    assert "platforms.qq.connection.x: unknown key" in problems
+
+
+def test_unknown_platform_type_names_the_choices() -> None:
+    (problem,) = problems_of({"platforms": {"qq": {"type": "onebot_v12"}}})
+    assert problem.startswith("platforms.qq.type: unknown platform type 'onebot_v12'")
+    assert "onebot_v11" in problem
+
+
+def test_env_secret_substituted() -> None:
+    data = {"api": {"token": "${NB_TOKEN}"}}
+    config = parse_config(data, env={"NB_TOKEN": "s3cret"})
+    assert config.api.token == "s3cret"
+
+
+def test_missing_env_variable_is_named() -> None:
+    problems = problems_of({"api": {"token": "${NB_TOKEN}"}}, env={})
+    assert problems == ["api.token: environment variable NB_TOKEN is not set"]
+
+
+def test_env_default_used_when_unset() -> None:
+    config = parse_config({"bot": {"name": "${NB_NAME:-neko}"}}, env={})
+    assert config.bot.name == "neko"
+
+
+def test_non_loopback_api_needs_token() -> None:
+    problems = problems_of({"api": {"enable": True, "host": "0.0.0.0"}})
+    assert problems == ["api.token: required when api.host ('0.0.0.0') is not a loopback address"]
+    parse_config({"api": {"enable": True, "host": "0.0.0.0", "token": "t"}})
+    parse_config({"api": {"enable": True, "host": "::1"}})
+
+
+def test_bad_platform_id() -> None:
+    (problem,) = problems_of({"platforms": {"a b": {"type": FAKE}}})
+    assert problem.startswith("platforms.a b:")
+
+
+def test_toml_error_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[bot\nname=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_dump_round_trip(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "bot": {"name": "n", "plugins": ["a.b:setup"]},
+            "buffer": {"platform_max_size": {"qq": 10}},
+            "platforms": {"qq": {"type": FAKE, "label": "L", "connection": {"jitter": 0.0}}},
+        }
+    )
+    text = dumps_config(config)
+    again = parse_config(tomllib.loads(text))
+    assert again == config
+    assert config_to_dict(again) == config_to_dict(config)
