@@ -113,3 +113,11 @@ class VersionCorrupted(NekoBotError):
     def __init__(self, version_id: str) -> None:
         self.version_id = version_id
         super().__init__(f"config version {version_id!r} is corrupted (checksum mismatch)")
+
+
+class AlertNotFound(NekoBotError, LookupError):
+    """No alert has this ``alert_id`` (it never existed or was pruned from the history)."""
+
+    def __init__(self, alert_id: str) -> None:
+        self.alert_id = alert_id
+        super().__init__(f"unknown alert {alert_id!r}")
