@@ -121,3 +121,23 @@ class AlertNotFound(NekoBotError, LookupError):
     def __init__(self, alert_id: str) -> None:
         self.alert_id = alert_id
         super().__init__(f"unknown alert {alert_id!r}")
+
+
+class OneBotActionFailed(NekoBotError):
+    """A OneBot v11 action was answered with ``status: "failed"`` (or a non-zero,
+    non-async ``retcode``).
+
+    Attributes:
+        retcode (int): The response's ``retcode`` (OneBot v11, api/README.md).
+        message (str): The response's ``msg`` / ``wording``, if any.
+    """
+
+    def __init__(self, retcode: int, message: str = "") -> None:
+        self.retcode = retcode
+        self.message = message
+        super().__init__(f"OneBot action failed: retcode={retcode}{f' ({message})' if message else ''}")
+
+
+class FrameTooLarge(NekoBotError, ValueError):
+    """An outbound frame is larger than the platform's ``max_frame_size`` (bytes);
+    only that call fails, the link stays up."""
