@@ -1,0 +1,721 @@
+"""Config history: every change recorded as a version that can be diffed and rolled back.
+
+A :class:`ConfigVersion` holds one whole config as the plain dict a TOML file
+would hold (the shape of :func:`~nekobot.config.schema.config_to_dict`). The
+dict is stored as canonical JSON text with its sha256 checksum; reading
+:attr:`ConfigVersion.config` checks the checksum and returns a fresh deep
+copy, so nobody can change a stored version, by accident or otherwise.
+
+Version ids are ``"v<N>"`` where ``N`` is the revision: a counter that only
+grows (it is persisted, so ids are never reused, even after pruning or a
+failed rollback). Ids are therefore unique and ordered however many versions
+are made in one second.
+
+With a :class:`~nekobot.storage.Store` the history lives in SQLite (table
+``config_versions``) and survives restarts; without one it is kept in memory.
+At most ``max_versions`` are kept: the oldest are pruned, never the current one.
+
+Secrets (keys named ``token``, ``access_token``, ``password``, ``secret``, or
+ending in ``_token`` / ``_password`` / ``_secret``, at any depth) are redacted
+in diffs and in :meth:`ConfigVersion.to_dict` views; :meth:`export_version`
+writes them only when asked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import sqlite3
+import time
+import tomllib
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import jsonpatch
+import tomli_w
+import trio
+
+from ..errors import (
+    ConfigError,
+    InvalidRequest,
+    RevisionConflict,
+    VersionCorrupted,
+    VersionNotFound,
+)
+from ..storage import Store, transaction
+
+__all__ = [
+    "REDACTED",
+    "ConfigChangeType",
+    "ConfigDiff",
+    "ConfigVersion",
+    "ConfigVersionManager",
+    "is_secret_key",
+    "redact",
+]
+
+log = logging.getLogger("nekobot.config.versions")
+
+REDACTED = "***"
+"""What a secret value is replaced with in views and diffs."""
+_REDACTED_CHANGED = "*** (changed)"
+
+_SECRET_NAMES = frozenset({"token", "access_token", "password", "secret"})
+_SECRET_SUFFIXES = ("_token", "_password", "_secret")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a config key holds a secret (its value is redacted in views)."""
+    k = key.lower()
+    return k in _SECRET_NAMES or k.endswith(_SECRET_SUFFIXES)
+
+
+def redact(value: Any, other: Any = None) -> Any:
+    """A deep copy of ``value`` with every secret replaced by :data:`REDACTED`.
+
+    Args:
+        value: A config dict (or any JSON-like value).
+        other: The same config in another version, walked in parallel: a secret
+            whose value differs from ``other``'s becomes ``"*** (changed)"``,
+            so a diff still shows that a token changed without showing it.
+    """
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            o = other.get(k, _MISSING) if isinstance(other, Mapping) else _MISSING
+            if is_secret_key(str(k)) and not isinstance(v, Mapping | list):
+                out[k] = REDACTED if (o is _MISSING or o == v) else _REDACTED_CHANGED
+            else:
+                out[k] = redact(v, None if o is _MISSING else o)
+        return out
+    if isinstance(value, list):
+        others = other if isinstance(other, list) else []
+        return [redact(v, others[i] if i < len(others) else None) for i, v in enumerate(value)]
+    return value
+
+
+_MISSING: Any = object()
+
+
+class ConfigChangeType(enum.Enum):
+    """What kind of change a version records (seed names)."""
+
+    CREATE = "create"
+    """The first config (bot start with no history)."""
+    UPDATE = "update"
+    """A change through the API, the console, a reload or an import."""
+    DELETE = "delete"
+    """A removal (e.g. of a platform), when the caller wants it told apart."""
+    ROLLBACK = "rollback"
+    """A rollback to an earlier version's config."""
+
+
+# --------------------------------------------------------------------------
+# canonical form
+
+
+def _plain(value: Any, path: str) -> Any:
+    """A deep copy of a TOML-able value as plain dicts / lists / scalars."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidRequest(f"config{path}: keys must be strings, got {k!r}")
+            out[k] = _plain(v, f"{path}.{k}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise InvalidRequest(f"config{path}: NaN cannot be stored in a config version")
+        return value
+    if isinstance(value, str | bool | int):
+        return value
+    raise InvalidRequest(
+        f"config{path}: {type(value).__name__} is not a TOML value "
+        "(expected table, array, string, integer, float or boolean)"
+    )
+
+
+def _canonical(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _parse_id(version_id: str | int) -> int:
+    if isinstance(version_id, int) and not isinstance(version_id, bool):
+        return version_id
+    if isinstance(version_id, str):
+        m = re.fullmatch(r"[vV]?(\d{1,18})", version_id.strip())
+        if m:
+            return int(m.group(1))
+    raise VersionNotFound(str(version_id))
+
+
+def _vid(revision: int | None) -> str | None:
+    return None if revision is None else f"v{revision}"
+
+
+# --------------------------------------------------------------------------
+# data
+
+
+@attrs.frozen(kw_only=True)
+class ConfigVersion:
+    """One recorded config; immutable.
+
+    The config itself is held as canonical JSON text; :attr:`config` returns a
+    fresh deep copy after checking the sha256 checksum.
+    """
+
+    revision: int
+    """Position in the history (1, 2, …); grows by one per version, never reused."""
+    change_type: ConfigChangeType
+    """What kind of change this records."""
+    description: str
+    """Free text: why the change was made."""
+    author: str
+    """Who or what made it (``"api"``, ``"console"``, ``"reload"``, ``"startup"`` …)."""
+    created_at: float
+    """Wall-clock ``time.time()`` when it was recorded."""
+    parent_revision: int | None
+    """The revision that was current when this one was recorded (``None`` for the
+    first). For a ROLLBACK: the version rolled back *from*."""
+    restored_revision: int | None = None
+    """For a ROLLBACK: the version whose config it restored; else ``None``."""
+    checksum: str
+    """sha256 (hex) of the canonical JSON text of the config."""
+    _text: str = attrs.field(alias="text", repr=False)
+
+    @property
+    def version_id(self) -> str:
+        """``"v<revision>"``."""
+        return f"v{self.revision}"
+
+    @property
+    def parent_id(self) -> str | None:
+        """``"v<parent_revision>"`` or ``None``."""
+        return _vid(self.parent_revision)
+
+    @property
+    def restored_id(self) -> str | None:
+        """``"v<restored_revision>"`` or ``None``."""
+        return _vid(self.restored_revision)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """A fresh deep copy of the stored config dict.
+
+        Raises:
+            VersionCorrupted: if the stored text no longer matches its checksum.
+        """
+        if _checksum(self._text) != self.checksum:
+            raise VersionCorrupted(self.version_id)
+        data: dict[str, Any] = json.loads(self._text)
+        return data
+
+    def verify(self) -> bool:
+        """Whether the stored config still matches its checksum."""
+        return _checksum(self._text) == self.checksum
+
+    def to_dict(
+        self, *, include_config: bool = False, include_secrets: bool = False
+    ) -> dict[str, Any]:
+        """A JSON-able view (what the API and console show).
+
+        Args:
+            include_config (bool): Add the config itself under ``"config"``.
+            include_secrets (bool): Show secrets in that config (default: redacted).
+
+        Raises:
+            VersionCorrupted: with ``include_config``, if the checksum fails.
+        """
+        out: dict[str, Any] = {
+            "version_id": self.version_id,
+            "revision": self.revision,
+            "change_type": self.change_type.value,
+            "description": self.description,
+            "author": self.author,
+            "created_at": self.created_at,
+            "parent_id": self.parent_id,
+            "restored_id": self.restored_id,
+            "checksum": self.checksum,
+        }
+        if include_config:
+            cfg = self.config
+            out["config"] = cfg if include_secrets else redact(cfg)
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class ConfigDiff:
+    """What :meth:`ConfigVersionManager.compare_versions` returns; secrets redacted."""
+
+    from_id: str
+    """The older side's version id."""
+    to_id: str
+    """The newer side's version id."""
+    patch: list[dict[str, Any]]
+    """RFC 6902 JSON Patch turning ``from_id``'s config into ``to_id``'s."""
+    unified_diff: str
+    """Unified diff of the two configs' TOML text (empty when equal)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able view."""
+        return {
+            "from": self.from_id,
+            "to": self.to_id,
+            "patch": self.patch,
+            "diff": self.unified_diff,
+        }
+
+
+# --------------------------------------------------------------------------
+# SQLite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS config_versions (
+    revision INTEGER PRIMARY KEY,
+    change_type TEXT NOT NULL,
+    description TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    parent_revision INTEGER,
+    restored_revision INTEGER,
+    checksum TEXT NOT NULL,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS config_versions_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "revision, change_type, description, author, created_at, "
+    "parent_revision, restored_revision, checksum, config"
+)
+
+
+def _row(v: ConfigVersion) -> tuple[Any, ...]:
+    return (
+        v.revision,
+        v.change_type.value,
+        v.description,
+        v.author,
+        v.created_at,
+        v.parent_revision,
+        v.restored_revision,
+        v.checksum,
+        v._text,
+    )
+
+
+def _from_row(row: tuple[Any, ...]) -> ConfigVersion:
+    return ConfigVersion(
+        revision=row[0],
+        change_type=ConfigChangeType(row[1]),
+        description=row[2],
+        author=row[3],
+        created_at=row[4],
+        parent_revision=row[5],
+        restored_revision=row[6],
+        checksum=row[7],
+        text=row[8],
+    )
+
+
+# --------------------------------------------------------------------------
+# manager
+
+ApplyCallback = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ConfigVersionManager:
+    """The config history of one bot (seed API, DESIGN.md §5, plus ``get_version``).
+
+    Mutations are serialised by a Trio lock; getters are synchronous and read
+    the in-memory index.
+
+    Args:
+        max_versions (int): Versions kept at most; the oldest are pruned first,
+            never the current one.
+        store (Store | None): SQLite store (opened by the caller before
+            :meth:`open`); ``None`` keeps the history in memory only.
+
+    Raises:
+        InvalidRequest: if ``max_versions`` < 1.
+    """
+
+    def __init__(self, max_versions: int = 50, *, store: Store | None = None) -> None:
+        if not isinstance(max_versions, int) or max_versions < 1:
+            raise InvalidRequest(f"max_versions must be an int >= 1, got {max_versions!r}")
+        self.max_versions = max_versions
+        self.store = store
+        self._versions: dict[int, ConfigVersion] = {}
+        self._counter = 0
+        self._current: int | None = None
+        self._lock = trio.Lock()
+        self._apply: ApplyCallback | None = None
+        self._opened = store is None
+
+    # ---- setup -------------------------------------------------------------
+
+    def set_apply_callback(self, callback: ApplyCallback | None) -> None:
+        """Set how a rollback applies a config to the running bot.
+
+        Args:
+            callback: ``async fn(config_dict) -> None``. It must apply only (the
+                manager records the ROLLBACK version itself); raising means the
+                config was not applied.
+        """
+        self._apply = callback
+
+    async def open(self) -> None:
+        """Create the tables if needed and load the history from the store.
+
+        A no-op without a store. Rows are loaded as stored; a row whose
+        checksum fails raises :class:`VersionCorrupted` when its config is read
+        (and is logged now).
+        """
+        if self.store is None:
+            self._opened = True
+            return
+
+        def load(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
+            conn.executescript(_SCHEMA)
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM config_versions ORDER BY revision"
+            ).fetchall()
+            meta = conn.execute(
+                "SELECT value FROM config_versions_meta WHERE key = 'counter'"
+            ).fetchone()
+            return rows, int(meta[0]) if meta else 0
+
+        rows, counter = await self.store.run(load)
+        self._versions = {}
+        for row in rows:
+            v = _from_row(row)
+            if not v.verify():
+                log.error("config version %s fails its checksum (corrupted)", v.version_id)
+            self._versions[v.revision] = v
+        self._counter = max([counter, *self._versions])
+        self._current = max(self._versions) if self._versions else None
+        self._opened = True
+
+    # ---- getters -----------------------------------------------------------
+
+    @property
+    def current_revision(self) -> int | None:
+        """The revision of the config in force (``None`` before the first version)."""
+        return self._current
+
+    @property
+    def current_version(self) -> ConfigVersion | None:
+        """The version in force, or ``None``."""
+        return None if self._current is None else self._versions[self._current]
+
+    def get_version(self, version_id: str | int) -> ConfigVersion:
+        """One version by id (``"v3"``, ``"3"`` or ``3``).
+
+        Raises:
+            VersionNotFound: if there is no such version (or it was pruned).
+        """
+        rev = _parse_id(version_id)
+        try:
+            return self._versions[rev]
+        except KeyError:
+            raise VersionNotFound(str(version_id)) from None
+
+    def list_versions(self, limit: int | None = None) -> list[ConfigVersion]:
+        """Versions, newest first.
+
+        Args:
+            limit (int | None): At most this many (``None``: all kept).
+        """
+        out = [self._versions[r] for r in sorted(self._versions, reverse=True)]
+        return out if limit is None else out[: max(0, limit)]
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    # ---- recording ---------------------------------------------------------
+
+    def _check_base(self, base_revision: int | None) -> None:
+        if base_revision is not None and base_revision != (self._current or 0):
+            raise RevisionConflict(base_revision, self._current)
+
+    async def _record(
+        self,
+        config: Mapping[str, Any],
+        change_type: ConfigChangeType,
+        description: str,
+        author: str,
+        restored_revision: int | None = None,
+    ) -> ConfigVersion:
+        """Record one version (caller holds the lock)."""
+        if not self._opened:
+            raise RuntimeError("ConfigVersionManager.open() was not awaited")
+        if not isinstance(config, Mapping):
+            raise InvalidRequest(f"config must be a dict, got {type(config).__name__}")
+        text = _canonical(_plain(config, ""))
+        revision = self._counter + 1
+        version = ConfigVersion(
+            revision=revision,
+            change_type=ConfigChangeType(change_type),
+            description=str(description),
+            author=str(author),
+            created_at=time.time(),
+            parent_revision=self._current,
+            restored_revision=restored_revision,
+            checksum=_checksum(text),
+            text=text,
+        )
+        keep = dict(self._versions)
+        keep[revision] = version
+        pruned: list[int] = []
+        for rev in sorted(keep):
+            if len(keep) <= self.max_versions:
+                break
+            if rev == revision:  # the new current: never pruned
+                continue
+            del keep[rev]
+            pruned.append(rev)
+        if self.store is not None:
+            row = _row(version)
+
+            def write(conn: sqlite3.Connection) -> None:
+                conn.executescript(_SCHEMA)
+                with transaction(conn):
+                    conn.execute(
+                        f"INSERT INTO config_versions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
+                    )
+                    conn.execute(
+                        "INSERT INTO config_versions_meta (key, value) VALUES ('counter', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (revision,),
+                    )
+                    conn.executemany(
+                        "DELETE FROM config_versions WHERE revision = ?", [(r,) for r in pruned]
+                    )
+
+            await self.store.run(write)
+        self._versions = keep
+        self._counter = revision
+        self._current = revision
+        return version
+
+    async def create_version(
+        self,
+        config: Mapping[str, Any],
+        change_type: ConfigChangeType = ConfigChangeType.UPDATE,
+        description: str = "",
+        author: str = "system",
+        *,
+        base_revision: int | None = None,
+    ) -> ConfigVersion:
+        """Record ``config`` as the new current version.
+
+        The dict is deep-copied at once: changing it afterwards does not change
+        the version or its checksum.
+
+        Args:
+            config: The whole config as a TOML-able dict (``config_to_dict``).
+            change_type (ConfigChangeType): What kind of change.
+            description (str): Why.
+            author (str): Who or what.
+            base_revision (int | None): Check-and-set: the revision the change
+                was based on (``0`` when there was none yet).
+
+        Returns:
+            ConfigVersion: The recorded version (it is now current).
+
+        Raises:
+            RevisionConflict: if ``base_revision`` is given and is not current.
+            InvalidRequest: if ``config`` holds something TOML cannot (NaN, None,
+                non-string keys, objects).
+        """
+        async with self._lock:
+            self._check_base(base_revision)
+            return await self._record(config, change_type, description, author)
+
+    async def rollback_to_version(
+        self,
+        version_id: str | int,
+        description: str = "",
+        *,
+        author: str = "api",
+        base_revision: int | None = None,
+    ) -> ConfigVersion:
+        """Make an earlier version's config current again, and apply it.
+
+        Records a ROLLBACK version (``parent`` = the version rolled back from,
+        ``restored`` = ``version_id``) and then applies its config through the
+        apply callback (:meth:`set_apply_callback`; without one it is only
+        recorded). If applying fails, the ROLLBACK version is removed again
+        (its revision number is not reused) and the error propagates.
+
+        Raises:
+            VersionNotFound: if ``version_id`` is unknown.
+            VersionCorrupted: if its stored config fails the checksum.
+            RevisionConflict: if ``base_revision`` is given and is not current.
+            Exception: whatever the apply callback raised.
+        """
+        async with self._lock:
+            self._check_base(base_revision)
+            target = self.get_version(version_id)
+            config = target.config
+            version = await self._record(
+                config,
+                ConfigChangeType.ROLLBACK,
+                description or f"rollback to {target.version_id}",
+                author,
+                restored_revision=target.revision,
+            )
+        if self._apply is None:
+            return version
+        try:
+            await self._apply(config)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._discard(version)
+            raise
+        return version
+
+    async def _discard(self, version: ConfigVersion) -> None:
+        """Remove a version that never took effect (a failed rollback)."""
+        async with self._lock:
+            if self._current != version.revision:
+                return  # something newer was recorded meanwhile: leave history alone
+            if self.store is not None:
+                rev = version.revision
+
+                def delete(conn: sqlite3.Connection) -> None:
+                    conn.execute("DELETE FROM config_versions WHERE revision = ?", (rev,))
+
+                await self.store.run(delete)
+            del self._versions[version.revision]
+            parent = version.parent_revision
+            self._current = parent if parent in self._versions else (
+                max(self._versions) if self._versions else None
+            )
+
+    # ---- comparing -----------------------------------------------------------
+
+    def compare_versions(self, version_id1: str | int, version_id2: str | int) -> ConfigDiff:
+        """What changed from one version to another, secrets redacted.
+
+        Returns:
+            ConfigDiff: an RFC 6902 JSON Patch (``jsonpatch``) from the first to
+            the second, and a unified diff of their TOML text. A secret that
+            differs shows as ``"*** (changed)"``.
+
+        Raises:
+            VersionNotFound: if either id is unknown.
+            VersionCorrupted: if either fails its checksum.
+        """
+        a = self.get_version(version_id1)
+        b = self.get_version(version_id2)
+        ca, cb = a.config, b.config
+        ra = redact(ca)
+        rb = redact(cb, ca)
+        patch = jsonpatch.make_patch(ra, rb).patch
+        diff = "".join(
+            difflib.unified_diff(
+                tomli_w.dumps(ra).splitlines(keepends=True),
+                tomli_w.dumps(rb).splitlines(keepends=True),
+                fromfile=a.version_id,
+                tofile=b.version_id,
+            )
+        )
+        return ConfigDiff(from_id=a.version_id, to_id=b.version_id, patch=patch, unified_diff=diff)
+
+    # ---- files ---------------------------------------------------------------
+
+    async def export_version(
+        self,
+        version_id: str | int,
+        file_path: str | os.PathLike[str],
+        include_secrets: bool = False,
+    ) -> Path:
+        """Write one version's config as a TOML file (atomically: temp file + rename).
+
+        Args:
+            include_secrets (bool): Write secrets as they are; by default they
+                are written as ``"***"`` (such a file is not usable as it is).
+
+        Returns:
+            Path: The file written.
+
+        Raises:
+            VersionNotFound: if the id is unknown.
+            VersionCorrupted: if its stored config fails the checksum.
+            OSError: if the file cannot be written.
+        """
+        version = self.get_version(version_id)
+        config = version.config
+        text = tomli_w.dumps(config if include_secrets else redact(config))
+        path = Path(file_path)
+
+        def write() -> None:
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+
+        await trio.to_thread.run_sync(write)
+        return path
+
+    async def import_version(
+        self,
+        file_path: str | os.PathLike[str],
+        description: str = "",
+        *,
+        author: str = "import",
+        base_revision: int | None = None,
+    ) -> ConfigVersion:
+        """Validate a TOML file and record it as the new current version (UPDATE).
+
+        The file is validated with :func:`~nekobot.config.schema.parse_config`
+        (``${NAME}`` variables expanded) and recorded in its normalised form
+        (defaults filled in). It is not applied; roll back to it to apply it.
+
+        Raises:
+            ConfigError: if the file is unreadable, not TOML, or invalid
+                (every problem by key path). Nothing is recorded.
+            RevisionConflict: if ``base_revision`` is given and is not current.
+        """
+        from .schema import config_to_dict, parse_config
+
+        path = Path(file_path)
+
+        def read() -> tuple[str, str]:
+            return path.read_text(encoding="utf-8"), str(path.resolve().parent)
+
+        try:
+            text, source_dir = await trio.to_thread.run_sync(read)
+        except OSError as exc:
+            problem = f"cannot read {path}: {exc.strerror or exc}"
+            raise ConfigError([problem], source=str(path)) from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from None
+        parsed = parse_config(raw, source=str(path), source_dir=source_dir)
+        return await self.create_version(
+            config_to_dict(parsed),
+            ConfigChangeType.UPDATE,
+            description or f"import of {path.name}",
+            author,
+            base_revision=base_revision,
+        )
