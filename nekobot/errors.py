@@ -135,7 +135,8 @@ class OneBotActionFailed(NekoBotError):
     def __init__(self, retcode: int, message: str = "") -> None:
         self.retcode = retcode
         self.message = message
-        super().__init__(f"OneBot action failed: retcode={retcode}{f' ({message})' if message else ''}")
+        detail = f" ({message})" if message else ""
+        super().__init__(f"OneBot action failed: retcode={retcode}{detail}")
 
 
 class FrameTooLarge(NekoBotError, ValueError):
