@@ -1,0 +1,1087 @@
+"""The live debug console: a line-oriented server in the bot's nursery, and its client.
+
+The server (:func:`serve_console`) listens on loopback TCP (``[console] host,
+port``; port 0 picks a free port) or on a Unix socket (``[console]
+unix_socket``, created with mode 0600). When ``[console] token`` is set, the
+first line a client sends must be that token (compared in constant time);
+a non-loopback ``host`` without a token is refused at start.
+
+Each connection is one *session* in its own Trio task. Errors are contained in
+the session: a refused command (unknown id, bad syntax, an exception in
+``py``) prints ``error: …`` and the session goes on; a client that disconnects,
+even in the middle of a command, ends only its own session. A write that fails
+or stalls longer than :data:`WRITE_TIMEOUT` seconds ends the session.
+
+Protocol: the client sends UTF-8 lines; after each answer the server sends a
+prompt (``nekobot> ``, or ``>>> `` / ``... `` in ``py`` mode) without a
+newline. A client may half-close its side (EOF) after its last line: the
+server answers every line it received, then closes. ``help`` lists the
+commands. Secrets (keys named like ``token``, ``access_token``, ``password``,
+``secret``) are redacted in every config the console prints, and the values
+of the running config's secrets are masked in all console output, ``py``
+included.
+
+The client is ``nekobot console`` (:func:`add_console_command`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import codeop
+import enum
+import hmac
+import inspect
+import ipaddress
+import json
+import linecache
+import logging
+import math
+import os
+import shlex
+import socket
+import stat
+import sys
+import traceback
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .config.schema import ConsoleConfig
+from .errors import ConfigError, NekoBotError
+
+__all__ = [
+    "WRITE_TIMEOUT",
+    "add_console_command",
+    "redact",
+    "serve_console",
+]
+
+log = logging.getLogger("nekobot.console")
+
+WRITE_TIMEOUT = 10.0
+"""Seconds (Trio clock) one write to a client may take before its session ends."""
+AUTH_TIMEOUT = 10.0
+"""Seconds (Trio clock) a client has to send the token line."""
+MAX_LINE = 1 << 20
+"""Bytes one input line may have; a longer one ends the session."""
+MAX_REPR = 64 * 1024
+"""Characters of one ``py`` result shown; the rest is cut with a note."""
+
+PROMPT = "nekobot> "
+PY_PROMPT = ">>> "
+PY_MORE = "... "
+AUTH_FAILED = "error: authentication failed"
+
+_SECRET_WORDS = ("token", "password", "secret", "passwd")
+_REDACTED = "***"
+
+
+# --------------------------------------------------------------------------
+# formatting and redaction
+
+
+def _is_secret_key(key: Any) -> bool:
+    k = str(key).lower()
+    return any(word in k for word in _SECRET_WORDS)
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON-like value with every secret-named key's value replaced.
+
+    Keys whose name contains ``token``, ``password``, ``passwd`` or ``secret``
+    (``access_token``, ``api_token``, ``client_secret`` …) get ``"***"`` when
+    their value is not empty.
+    """
+    if isinstance(value, Mapping):
+        return {
+            k: (_REDACTED if _is_secret_key(k) and v not in (None, "") else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _secret_values(value: Any, out: set[str]) -> set[str]:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if _is_secret_key(k) and isinstance(v, str) and len(v) >= 4:
+                out.add(v)
+            else:
+                _secret_values(v, out)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _secret_values(v, out)
+    return out
+
+
+def _plain(obj: Any, _depth: int = 0) -> Any:
+    """``obj`` as JSON-able data: attrs instances, enums, sets, paths, inf."""
+    if _depth > 20:
+        return repr(obj)
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if attrs.has(type(obj)):
+        return {
+            a.name: _plain(getattr(obj, a.name), _depth + 1)
+            for a in attrs.fields(type(obj))
+            if not a.name.startswith("_")
+        }
+    if isinstance(obj, Mapping):
+        return {str(_plain(k, _depth + 1)): _plain(v, _depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        items = [_plain(v, _depth + 1) for v in obj]
+        if isinstance(obj, set | frozenset):
+            items.sort(key=repr)
+        return items
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    return str(obj)
+
+
+def _render(obj: Any) -> str:
+    """Structured data as indented JSON, with secrets redacted."""
+    return json.dumps(redact(_plain(obj)), indent=2, ensure_ascii=False, sort_keys=False)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CommandError(NekoBotError):
+    """A console command was refused; the message is shown to the operator."""
+
+
+class _SessionEnd(Exception):
+    """The session is over (the client left, a write failed, or ``quit``)."""
+
+
+# --------------------------------------------------------------------------
+# task tree
+
+
+def _task_subject(task: trio.lowlevel.Task) -> str:
+    """What a task runs for: the first platform or actor ``self`` on its await stack."""
+    from .actor import Actor
+    from .platforms.base import PlatformActor
+
+    try:
+        frames = list(task.iter_await_frames())
+    except Exception:  # pragma: no cover - defensive: a frame in an odd state
+        return ""
+    actor_note = ""
+    for frame, _ in frames:
+        try:
+            me = frame.f_locals.get("self")
+        except Exception:  # pragma: no cover - defensive
+            continue
+        if isinstance(me, PlatformActor):
+            state = "online" if me.online else "offline"
+            kind = me.platform_type or type(me).__name__
+            return f"platform {me.platform_id} ({kind}, {state})"
+        if isinstance(me, Actor) and not actor_note:
+            st = me.mailbox_statistics()
+            cap = "inf" if st.capacity == math.inf else f"{int(st.capacity)}"
+            actor_note = f"actor {me.name} (mailbox {st.depth}/{cap})"
+    return actor_note
+
+
+def _where_line(task: trio.lowlevel.Task) -> str:
+    frames = list(task.iter_await_frames())
+    if not frames:
+        return "(not started)"
+    # The innermost frame outside Trio itself says what the task waits for.
+    outside = [(f, n) for f, n in frames if not f.f_code.co_filename.startswith(_TRIO_DIR)]
+    frame, lineno = (outside or frames)[-1]
+    return f"{frame.f_code.co_name} {Path(frame.f_code.co_filename).name}:{lineno}"
+
+
+_TRIO_DIR = str(Path(trio.__file__).parent)
+
+
+class _TaskIds:
+    """Small stable numbers for tasks, as long as they live."""
+
+    def __init__(self) -> None:
+        self._ids: weakref.WeakKeyDictionary[trio.lowlevel.Task, int] = weakref.WeakKeyDictionary()
+        self._next = 1
+
+    def of(self, task: trio.lowlevel.Task) -> int:
+        n = self._ids.get(task)
+        if n is None:
+            n = self._ids[task] = self._next
+            self._next += 1
+        return n
+
+
+def _walk(task: trio.lowlevel.Task, depth: int = 0) -> Iterable[tuple[int, trio.lowlevel.Task]]:
+    yield depth, task
+    for nursery in task.child_nurseries:
+        for child in sorted(nursery.child_tasks, key=lambda t: t.name):
+            yield from _walk(child, depth + 1)
+
+
+# --------------------------------------------------------------------------
+# the py REPL
+
+
+class _PyRepl:
+    """An async Python REPL: top-level ``await`` works; ``bot`` is the live handle."""
+
+    def __init__(self, bot: Any) -> None:
+        self.output: list[str] = []
+        self.namespace: dict[str, Any] = {
+            "__name__": "__console__",
+            "__builtins__": builtins,
+            "bot": bot,
+            "trio": trio,
+            "print": self._print,
+        }
+        self._buffer: list[str] = []
+        self._compiler = codeop.CommandCompiler()
+        self._compiler.compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+    def _print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", **_: Any) -> None:
+        text = (" " if sep is None else sep).join(str(a) for a in args)
+        self.output.append(text + ("\n" if end is None else end))
+
+    @property
+    def prompt(self) -> str:
+        return PY_MORE if self._buffer else PY_PROMPT
+
+    async def push(self, line: str) -> None:
+        """Add one line; run the statement when it is complete.
+
+        Output (``print``, the result's ``repr``, a traceback) is appended to
+        :attr:`output`.
+        """
+        self._buffer.append(line)
+        source = "\n".join(self._buffer)
+        try:
+            complete = self._compiler(source, "<console>", "single")
+        except (SyntaxError, ValueError, OverflowError) as exc:
+            self._buffer.clear()
+            self.output.append(self._format_exc(exc))
+            return
+        if complete is None:
+            return
+        self._buffer.clear()
+        await self._run(source)
+
+    async def _run(self, source: str) -> None:
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        try:
+            tree = ast.parse(source, "<console>", "exec")
+            last: ast.expr | None = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = tree.body.pop().value  # type: ignore[attr-defined]
+            if tree.body:
+                code = compile(tree, "<console>", "exec", flags=flags)
+                result = eval(code, self.namespace)
+                if inspect.iscoroutine(result):
+                    await result
+            if last is not None:
+                code = compile(ast.Expression(last), "<console>", "eval", flags=flags)
+                value = eval(code, self.namespace)
+                if inspect.iscoroutine(value) and code.co_flags & inspect.CO_COROUTINE:
+                    value = await value
+                if value is not None:
+                    self.namespace["_"] = value
+                    text = repr(value)
+                    if len(text) > MAX_REPR:
+                        text = text[:MAX_REPR] + f"... ({len(text) - MAX_REPR} more characters)"
+                    self.output.append(text + "\n")
+        except (Exception, SystemExit) as exc:
+            self.output.append(self._format_exc(exc))
+
+    @staticmethod
+    def _format_exc(exc: BaseException) -> str:
+        te = traceback.TracebackException.from_exception(exc)
+        te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != __file__])
+        lines = list(te.format())
+        if len(te.stack) == 0 and lines and lines[0].startswith("Traceback"):
+            lines = lines[1:]
+        return "".join(lines)
+
+
+# --------------------------------------------------------------------------
+# commands
+
+_HELP = """\
+commands:
+  help                       this text
+  tree                       the live Trio task tree (actors and platforms marked)
+  ps                         every task: id, name, where it waits
+  where TASK                 the await frames of a task (id from ps, or a name)
+  actors                     mailbox depth and statistics of the bot's actors
+  platforms                  every platform: type, enabled, online, lifecycle
+  faults [ID]                fault records (of one platform) and isolation status
+  router                     router statistics
+  buffer                     buffer statistics
+  alerts                     open and recent alerts
+  start|stop|restart ID      platform lifecycle (runtime manager)
+  enable ID | disable ID [REASON]
+                             manual enable / disable (fault isolation)
+  config history [N]         the last N config versions (default 20)
+  config show V              one version (secrets redacted)
+  config diff V1 V2          the difference between two versions
+  config rollback V          roll the running bot back to version V
+  py                         async Python REPL: `await` works, `bot` is the bot;
+                             `exit` or `quit` leaves it
+  exit | quit                end the session
+"""
+
+
+def _version_id(text: str) -> str:
+    return f"v{text}" if text.isdigit() else text
+
+
+class _Commands:
+    """The console's commands; each returns the text to print."""
+
+    def __init__(self, bot: Any, task_ids: _TaskIds) -> None:
+        self.bot = bot
+        self.task_ids = task_ids
+
+    def table(self) -> dict[str, Callable[[list[str]], Awaitable[str]]]:
+        return {
+            "help": self.help,
+            "tree": self.tree,
+            "ps": self.ps,
+            "where": self.where,
+            "actors": self.actors,
+            "platforms": self.platforms,
+            "faults": self.faults,
+            "router": self.router,
+            "buffer": self.buffer,
+            "alerts": self.alerts,
+            "start": self._lifecycle("start_platform"),
+            "stop": self._lifecycle("stop_platform"),
+            "restart": self._lifecycle("restart_platform"),
+            "enable": self.enable,
+            "disable": self.disable,
+            "config": self.config,
+        }
+
+    # ---- helpers -----------------------------------------------------------
+
+    def _part(self, attr: str) -> Any:
+        part = getattr(self.bot, attr, None)
+        if part is None:
+            raise CommandError(f"this bot has no {attr}")
+        return part
+
+    def _platform_id(self, args: list[str], usage: str) -> str:
+        if len(args) != 1:
+            raise CommandError(f"usage: {usage}")
+        pid = args[0]
+        configs = getattr(self._part("runtime_manager"), "platform_configs", None)
+        if configs is not None and pid not in configs:
+            known = ", ".join(sorted(configs)) or "none"
+            raise CommandError(f"unknown platform {pid!r} (known: {known})")
+        return pid
+
+    @staticmethod
+    def _no_args(args: list[str], name: str) -> None:
+        if args:
+            raise CommandError(f"usage: {name} (takes no arguments)")
+
+    # ---- introspection -------------------------------------------------------
+
+    async def help(self, args: list[str]) -> str:
+        return _HELP
+
+    async def tree(self, args: list[str]) -> str:
+        self._no_args(args, "tree")
+        root = trio.lowlevel.current_root_task()
+        if root is None:  # pragma: no cover - always set inside trio.run
+            raise CommandError("no Trio root task")
+        lines = []
+        for depth, task in _walk(root):
+            subject = _task_subject(task)
+            note = f"  [{subject}]" if subject else ""
+            lines.append(f"{'    ' * depth}#{self.task_ids.of(task)} {task.name}{note}")
+        return "\n".join(lines) + "\n"
+
+    async def ps(self, args: list[str]) -> str:
+        self._no_args(args, "ps")
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        rows = [
+            (f"#{self.task_ids.of(t)}", t.name, _where_line(t), _task_subject(t))
+            for _, t in _walk(root)
+        ]
+        width = max(len(r[1]) for r in rows)
+        out = [f"{'ID':>5}  {'NAME':<{width}}  WAITS IN"]
+        for tid, name, where, subject in rows:
+            extra = f"  [{subject}]" if subject else ""
+            out.append(f"{tid:>5}  {name:<{width}}  {where}{extra}")
+        return "\n".join(out) + "\n"
+
+    def _find_task(self, key: str) -> trio.lowlevel.Task:
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        tasks = [t for _, t in _walk(root)]
+        number = key.lstrip("#")
+        if number.isdigit():
+            for t in tasks:
+                if self.task_ids.of(t) == int(number):
+                    return t
+            raise CommandError(f"no task #{number} (see ps)")
+        exact = [t for t in tasks if t.name == key]
+        matches = exact or [t for t in tasks if key in t.name]
+        if not matches:
+            raise CommandError(f"no task named {key!r} (see ps)")
+        if len(matches) > 1:
+            names = ", ".join(f"#{self.task_ids.of(t)} {t.name}" for t in matches[:10])
+            raise CommandError(f"{key!r} matches {len(matches)} tasks: {names}; use an id")
+        return matches[0]
+
+    async def where(self, args: list[str]) -> str:
+        if len(args) != 1:
+            raise CommandError("usage: where TASK (an id from ps, like #12, or a task name)")
+        task = self._find_task(args[0])
+        subject = _task_subject(task)
+        out = [f"#{self.task_ids.of(task)} {task.name}" + (f"  [{subject}]" if subject else "")]
+        frames = list(task.iter_await_frames())
+        if not frames:
+            out.append("  (no frames: the task has not started or is finishing)")
+        for frame, lineno in frames:
+            code = frame.f_code
+            out.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}')
+            text = linecache.getline(code.co_filename, lineno).strip()
+            if text:
+                out.append(f"    {text}")
+        return "\n".join(out) + "\n"
+
+    async def actors(self, args: list[str]) -> str:
+        self._no_args(args, "actors")
+        rows = []
+        for attr in (
+            "status_monitor",
+            "message_buffer",
+            "message_router",
+            "fault_isolation_manager",
+            "runtime_manager",
+            "config_version_manager",
+        ):
+            part = getattr(self.bot, attr, None)
+            stats_fn = getattr(part, "mailbox_statistics", None)
+            if stats_fn is None:
+                continue
+            st = stats_fn()
+            mean = st.received_total / st.batches_total if st.batches_total else 0.0
+            cap = "inf" if st.capacity == math.inf else str(int(st.capacity))
+            running = getattr(part, "running", None)
+            rows.append(
+                f"{attr:<24} {st.name:<16} depth {st.depth}/{cap}  received {st.received_total}"
+                f"  batches {st.batches_total} (mean {mean:.1f})  senders waiting"
+                f" {st.senders_waiting}" + ("" if running is None else f"  running {running}")
+            )
+        if not rows:
+            return "no actors with a mailbox\n"
+        return "\n".join(rows) + "\n"
+
+    async def platforms(self, args: list[str]) -> str:
+        self._no_args(args, "platforms")
+        rm = self._part("runtime_manager")
+        configs = dict(getattr(rm, "platform_configs", {}) or {})
+        status = await _maybe_await(rm.get_platform_lifecycle_status())
+        if not configs and not status:
+            return "no platforms\n"
+        out: dict[str, Any] = {}
+        for pid in sorted(set(configs) | set(status or {})):
+            pc = configs.get(pid)
+            actor = rm.get_platform_actor(pid) if hasattr(rm, "get_platform_actor") else None
+            out[pid] = {
+                "type": getattr(pc, "type", None),
+                "enabled": getattr(pc, "enabled", None),
+                "online": None if actor is None else bool(actor.online),
+                "lifecycle": (status or {}).get(pid) if isinstance(status, Mapping) else status,
+            }
+        return _render(out) + "\n"
+
+    async def faults(self, args: list[str]) -> str:
+        fi = self._part("fault_isolation_manager")
+        if len(args) > 1:
+            raise CommandError("usage: faults [ID]")
+        pid = self._platform_id(args, "faults [ID]") if args else None
+        records = await _maybe_await(fi.get_fault_records(pid))
+        status = await _maybe_await(fi.get_isolation_status())
+        if pid is not None and isinstance(status, Mapping):
+            status = status.get(pid, status)
+        return _render({"records": records, "isolation": status}) + "\n"
+
+    async def router(self, args: list[str]) -> str:
+        self._no_args(args, "router")
+        return _render(await _maybe_await(self._part("message_router").get_stats())) + "\n"
+
+    async def buffer(self, args: list[str]) -> str:
+        self._no_args(args, "buffer")
+        stats = await _maybe_await(self._part("message_buffer").get_buffer_stats())
+        return _render(stats) + "\n"
+
+    async def alerts(self, args: list[str]) -> str:
+        self._no_args(args, "alerts")
+        monitor = self._part("status_monitor")
+        alerts = await _maybe_await(monitor.get_alerts())
+        if not alerts:
+            return "no alerts\n"
+        return _render(alerts) + "\n"
+
+    # ---- actions ---------------------------------------------------------------
+
+    def _lifecycle(self, method: str) -> Callable[[list[str]], Awaitable[str]]:
+        verb = method.removesuffix("_platform")
+
+        async def run(args: list[str]) -> str:
+            pid = self._platform_id(args, f"{verb} ID")
+            await getattr(self._part("runtime_manager"), method)(pid)
+            return f"{verb}: {pid} done\n"
+
+        return run
+
+    async def enable(self, args: list[str]) -> str:
+        pid = self._platform_id(args, "enable ID")
+        await self._part("fault_isolation_manager").enable_platform(pid, by="console")
+        return f"enabled {pid}\n"
+
+    async def disable(self, args: list[str]) -> str:
+        if not args:
+            raise CommandError("usage: disable ID [REASON]")
+        pid = self._platform_id(args[:1], "disable ID [REASON]")
+        reason = " ".join(args[1:]) or "disabled from the console"
+        await self._part("fault_isolation_manager").disable_platform(
+            pid, by="console", reason=reason
+        )
+        return f"disabled {pid} ({reason})\n"
+
+    async def config(self, args: list[str]) -> str:
+        usage = "usage: config history [N] | show V | diff V1 V2 | rollback V"
+        if not args:
+            raise CommandError(usage)
+        cvm = self._part("config_version_manager")
+        sub, rest = args[0], args[1:]
+        if sub == "history":
+            if len(rest) > 1 or (rest and not rest[0].isdigit()):
+                raise CommandError("usage: config history [N] (N: how many, default 20)")
+            limit = int(rest[0]) if rest else 20
+            versions = await _maybe_await(cvm.list_versions(limit))
+            if not versions:
+                return "no config versions\n"
+            return "\n".join(_version_line(v) for v in versions) + "\n"
+        if sub == "show" and len(rest) == 1:
+            version = await _maybe_await(cvm.get_version(_version_id(rest[0])))
+            if version is None:
+                raise CommandError(f"unknown config version {rest[0]!r}")
+            body = _render(getattr(version, "config", version))
+            return f"{_version_line(version)}\n{body}\n"
+        if sub == "diff" and len(rest) == 2:
+            diff = await _maybe_await(
+                cvm.compare_versions(_version_id(rest[0]), _version_id(rest[1]))
+            )
+            return _render_diff(diff)
+        if sub == "rollback" and len(rest) == 1:
+            version = await _maybe_await(
+                cvm.rollback_to_version(_version_id(rest[0]), "rollback from the console")
+            )
+            return f"rolled back to {rest[0]}: now {_version_line(version)}\n"
+        raise CommandError(usage)
+
+
+def _version_line(v: Any) -> str:
+    if not attrs.has(type(v)) and not isinstance(v, Mapping):
+        return str(v)
+    d = _plain(v)
+    vid = d.get("version_id", d.get("revision", "?"))
+    parts = [str(vid)]
+    for key in ("created_at", "change_type", "author", "description"):
+        if d.get(key) not in (None, ""):
+            parts.append(f"{key}={d[key]}")
+    if d.get("parent_id") or d.get("parent"):
+        parts.append(f"parent={d.get('parent_id') or d.get('parent')}")
+    return "  ".join(parts)
+
+
+def _render_diff(diff: Any) -> str:
+    d = _plain(diff)
+    if isinstance(d, Mapping):
+        text = d.get("unified_diff") or d.get("text_diff") or d.get("diff")
+        patch = d.get("json_patch") or d.get("patch")
+        out = []
+        if patch is not None:
+            out.append("JSON Patch (RFC 6902):\n" + _render(patch))
+        if isinstance(text, str):
+            out.append(text if text.strip() else "(no textual difference)")
+        if out:
+            return "\n".join(o.rstrip("\n") for o in out) + "\n"
+    return _render(d) + "\n"
+
+
+# --------------------------------------------------------------------------
+# sessions
+
+
+class _Session:
+    def __init__(self, server: _ConsoleServer, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.bot = server.bot
+        self.stream = stream
+        self.commands = _Commands(server.bot, server.task_ids)
+        self.repl: _PyRepl | None = None
+
+    # ---- I/O -------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.server.secrets():
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    async def write(self, text: str) -> None:
+        data = self._scrub(text).encode("utf-8", "replace")
+        try:
+            with trio.fail_after(WRITE_TIMEOUT):
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            raise _SessionEnd("write failed") from None
+
+    async def _read_lines(
+        self, send: trio.MemorySendChannel[str], cancel_session: trio.CancelScope
+    ) -> None:
+        buf = bytearray()
+        async with send:
+            while True:
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    # The client is gone (reset): stop whatever the session runs.
+                    cancel_session.cancel()
+                    return
+                if not data:
+                    if buf:
+                        await send.send(buf.decode("utf-8", "replace").rstrip("\r"))
+                    return
+                buf += data
+                while (nl := buf.find(b"\n")) >= 0:
+                    line = bytes(buf[:nl]).decode("utf-8", "replace").rstrip("\r")
+                    del buf[: nl + 1]
+                    await send.send(line)
+                if len(buf) > MAX_LINE:
+                    cancel_session.cancel()
+                    return
+
+    # ---- the session -------------------------------------------------------
+
+    async def run(self) -> None:
+        with trio.CancelScope() as session_scope:
+            send, recv = trio.open_memory_channel[str](64)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_lines, send, session_scope)
+                try:
+                    await self._serve(recv)
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    async def _serve(self, lines: trio.MemoryReceiveChannel[str]) -> None:
+        token = self.server.cfg.token
+        if token:
+            line: str | None = None
+            with trio.move_on_after(AUTH_TIMEOUT):
+                try:
+                    line = await lines.receive()
+                except trio.EndOfChannel:
+                    line = None
+            if line is None or not hmac.compare_digest(
+                line.strip().encode("utf-8"), token.encode("utf-8")
+            ):
+                log.warning("console: a client failed to authenticate")
+                await self.write(AUTH_FAILED + "\n")
+                return
+        name = getattr(getattr(self.bot.config, "bot", None), "name", "nekobot")
+        await self.write(f"nekobot console ({name}); type 'help' for the commands\n{PROMPT}")
+        async for line in lines:
+            if not await self.handle(line):
+                return
+            await self.write(self.repl.prompt if self.repl is not None else PROMPT)
+
+    async def handle(self, line: str) -> bool:
+        """Run one input line; False ends the session."""
+        if self.repl is not None:
+            if line.strip() in ("exit", "quit", "exit()", "quit()"):
+                self.repl = None
+                await self.write("left py mode\n")
+                return True
+            self.repl.output.clear()
+            await self.repl.push(line)
+            await self.write("".join(self.repl.output))
+            self.repl.output.clear()
+            return True
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            await self.write(f"error: bad syntax: {exc}\n")
+            return True
+        if not words:
+            return True
+        name, args = words[0].lower(), words[1:]
+        if name in ("exit", "quit"):
+            await self.write("bye\n")
+            return False
+        if name == "py":
+            if args:
+                await self.write("error: usage: py (then type Python; `exit` leaves)\n")
+                return True
+            self.repl = _PyRepl(self.bot)
+            await self.write(
+                "async Python REPL: `await` works, `bot` is the live bot; `exit` leaves\n"
+            )
+            return True
+        command = self.commands.table().get(name)
+        if command is None:
+            await self.write(f"error: unknown command {name!r}; type 'help'\n")
+            return True
+        try:
+            text = await command(args)
+        except (NekoBotError, LookupError, ValueError) as exc:
+            text = f"error: {exc}\n"
+        except Exception as exc:
+            log.exception("console command %r failed", line)
+            text = f"error: {name} failed: {type(exc).__name__}: {exc}\n"
+        await self.write(text)
+        return True
+
+
+# --------------------------------------------------------------------------
+# the server
+
+
+class _ConsoleServer:
+    def __init__(self, bot: Any, cfg: ConsoleConfig) -> None:
+        self.bot = bot
+        self.cfg = cfg
+        self.task_ids = _TaskIds()
+        self.sessions = 0
+        """Sessions open now."""
+
+    def secrets(self) -> set[str]:
+        out: set[str] = set()
+        if self.cfg.token and len(self.cfg.token) >= 4:
+            out.add(self.cfg.token)
+        config = getattr(self.bot, "config", None)
+        if config is not None:
+            try:
+                from .config.schema import config_to_dict
+
+                _secret_values(config_to_dict(config), out)
+            except Exception:  # pragma: no cover - a fake config in tests
+                pass
+        return out
+
+    async def handle_connection(self, stream: trio.abc.Stream) -> None:
+        """One client's session; nothing it does can raise out of here."""
+        self.sessions += 1
+        try:
+            async with stream:
+                await _Session(self, stream).run()
+        except _SessionEnd:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        except Exception:
+            log.exception("console session failed")
+        finally:
+            self.sessions -= 1
+
+
+async def _unix_listener(path: str) -> trio.SocketListener:
+    p = Path(path)
+    try:
+        st = await trio.to_thread.run_sync(p.lstat)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ConfigError([f"console.unix_socket: {path} exists and is not a socket"])
+        probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await probe.connect(path)
+        except OSError:
+            await trio.to_thread.run_sync(p.unlink)  # stale socket of a dead process
+        else:
+            raise ConfigError([f"console.unix_socket: {path} is in use by another process"])
+        finally:
+            probe.close()
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        # Nobody can connect before listen(): chmod first, so there is no window.
+        await trio.to_thread.run_sync(os.chmod, path, 0o600)
+        sock.listen(64)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+async def serve_console(
+    bot: Any,
+    cfg: ConsoleConfig,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the debug console until cancelled.
+
+    Args:
+        bot: The live ``NekoBot`` handle (what the commands inspect and ``py``
+            calls ``bot``).
+        cfg (ConsoleConfig): ``[console]``: ``host``/``port`` (TCP; port 0
+            picks a free one) or ``unix_socket`` (mode 0600), and ``token``.
+        task_status: Started with the bound address: ``(host, port)`` for TCP,
+            the socket path (str) for a Unix socket.
+
+    Raises:
+        ConfigError: if ``host`` is not a loopback address and no token is
+            set, or the Unix socket path is taken.
+        OSError: if the address cannot be bound.
+    """
+    server = _ConsoleServer(bot, cfg)
+    listeners: list[trio.SocketListener]
+    unix_path = cfg.unix_socket
+    if unix_path:
+        listener = await _unix_listener(unix_path)
+        ino = (await trio.to_thread.run_sync(os.stat, unix_path)).st_ino
+        listeners = [listener]
+        address: Any = unix_path
+    else:
+        if not cfg.token and not _is_loopback(cfg.host):
+            raise ConfigError(
+                [
+                    f"console.token: required when console.host ({cfg.host!r}) is not a "
+                    "loopback address (the console runs arbitrary Python)"
+                ]
+            )
+        listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+        if cfg.port == 0:
+            # Each address would get its own ephemeral port: keep one.
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
+        sockname = listeners[0].socket.getsockname()
+        address = (sockname[0], sockname[1])
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, server.handle_connection, listeners)
+            log.info("console listening on %s", address)
+            task_status.started(address)
+    finally:
+        if unix_path:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_remove_socket, unix_path, ino)
+
+
+def _remove_socket(path: str, ino: int) -> None:
+    """Remove our socket file (not one another process bound since)."""
+    try:
+        if os.stat(path).st_ino == ino:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------
+# the client: ``nekobot console``
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+@attrs.frozen
+class ConsoleTarget:
+    """Where ``nekobot console`` connects."""
+
+    host: str | None = None
+    port: int | None = None
+    unix_socket: str | None = None
+    token: str | None = None
+
+    def describe(self) -> str:
+        return self.unix_socket if self.unix_socket else f"{self.host}:{self.port}"
+
+
+def resolve_target(args: argparse.Namespace) -> ConsoleTarget:
+    """The console address and token from the arguments and the config file.
+
+    Explicit ``--host/--port/--unix/--token`` win; the rest comes from
+    ``[console]`` of the config file (``-c``, else ``$NEKOBOT_CONFIG``, else
+    ``./nekobot.toml``). The token may also come from ``$NEKOBOT_CONSOLE_TOKEN``.
+
+    Raises:
+        ConfigError: if the config file is needed (or named with ``-c``) and
+            invalid, or the arguments contradict each other.
+    """
+    from .config.schema import load_config
+
+    if args.unix and (args.host or args.port is not None):
+        raise ConfigError(["console: give either --unix or --host/--port, not both"])
+    explicit = bool(args.unix or args.port is not None)
+    path = args.config or os.environ.get("NEKOBOT_CONFIG", "nekobot.toml")
+    cfg: ConsoleConfig | None = None
+    if args.config or not explicit:
+        cfg = load_config(path).console
+    elif Path(path).is_file():
+        try:
+            cfg = load_config(path).console
+        except ConfigError:
+            cfg = None  # explicit address: the default file is only a source of defaults
+    token = args.token or os.environ.get("NEKOBOT_CONSOLE_TOKEN") or (cfg.token if cfg else None)
+    if args.unix:
+        return ConsoleTarget(unix_socket=args.unix, token=token)
+    if cfg is not None and cfg.unix_socket and not args.host and args.port is None:
+        return ConsoleTarget(unix_socket=cfg.unix_socket, token=token)
+    host = args.host or (cfg.host if cfg else "127.0.0.1")
+    port = args.port if args.port is not None else (cfg.port if cfg else None)
+    if not port:
+        raise ConfigError(
+            [f"console.port: {port!r} names no fixed port (0 is ephemeral); pass --port"]
+        )
+    if cfg is not None and not cfg.enable and not explicit:
+        print(f"note: [console] enable is false in {path}", file=sys.stderr)
+    return ConsoleTarget(host=host, port=port, token=token)
+
+
+async def run_client(
+    target: ConsoleTarget,
+    read_line: Callable[[], bytes],
+    write: Callable[[bytes], None],
+) -> int:
+    """Relay lines from ``read_line`` to the console and its answers to ``write``.
+
+    Args:
+        target (ConsoleTarget): Where to connect.
+        read_line: Blocking; returns one line (bytes, with its newline) or
+            ``b""`` at end of input. Runs in a worker thread.
+        write: Prints a chunk of the console's output.
+
+    Returns:
+        int: 0 when the session ended normally, 1 if authentication failed.
+
+    Raises:
+        OSError: if the console cannot be reached.
+    """
+    if target.unix_socket:
+        stream: trio.abc.HalfCloseableStream = await trio.open_unix_socket(target.unix_socket)
+    else:
+        assert target.host is not None and target.port is not None
+        stream = await trio.open_tcp_stream(target.host, target.port)
+    head = bytearray()
+    async with stream:
+        if target.token:
+            await stream.send_all(target.token.encode("utf-8") + b"\n")
+
+        async def pump_input() -> None:
+            while True:
+                line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
+                if not line:
+                    break
+                try:
+                    await stream.send_all(line if line.endswith(b"\n") else line + b"\n")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            try:
+                await stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump_input)
+            while True:
+                try:
+                    data = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    data = b""
+                if not data:
+                    break
+                if len(head) < 64:
+                    head += data[:64]
+                write(data)
+            nursery.cancel_scope.cancel()
+    return EXIT_FAILURE if bytes(head).startswith(AUTH_FAILED.encode()) else EXIT_OK
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """``nekobot console``: exit 0, 1 (cannot connect, refused) or 2 (bad config/arguments)."""
+    try:
+        target = resolve_target(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+
+    def write(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    try:
+        code = trio.run(run_client, target, sys.stdin.buffer.readline, write)
+    except OSError as exc:
+        print(
+            f"nekobot console: cannot connect to {target.describe()}: {exc} "
+            "(is the bot running with [console] enable = true?)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    if code == EXIT_FAILURE:
+        print("nekobot console: the console refused the token (see --token)", file=sys.stderr)
+    elif sys.stdout.isatty():
+        print()
+    return code
+
+
+def add_console_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``nekobot console [-c FILE] [--host H --port P | --unix PATH] [--token T]``."""
+    p = sub.add_parser(
+        "console",
+        help="connect to a running bot's debug console",
+        description="Connect to a running bot's debug console and relay stdin lines "
+        "(works with piped input). The address and token default to [console] of "
+        "the config file.",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="config file (default: $NEKOBOT_CONFIG or ./nekobot.toml)",
+    )
+    p.add_argument("--host", default=None, help="console host (default: [console] host)")
+    p.add_argument("--port", type=int, default=None, help="console TCP port")
+    p.add_argument("--unix", default=None, metavar="PATH", help="console Unix socket")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="console token (default: $NEKOBOT_CONSOLE_TOKEN, else [console] token)",
+    )
+    p.set_defaults(func=cmd_console)
