@@ -1,13 +1,49 @@
 """Connection management: reconnect with backoff, heartbeat, health.
 
 ``ConnectionConfig`` is the per-platform ``[platforms.<id>.connection]`` table.
+:class:`ConnectionManager` keeps one platform's link alive (issue 6):
+
+* exactly one reconnect loop per link (:meth:`ConnectionManager.run`); the
+  delay after the n-th consecutive failure is ``reconnect_interval *
+  backoff_factor ** (n - 1)`` capped at ``max_reconnect_interval``, with
+  relative ``jitter``; the failure counter resets only after a link stayed up
+  ``stable_after`` seconds;
+* a close we did not start, code 1000 included, is reconnected;
+* auth failures (handshake 401/403, close 1008) wait the maximum delay at once
+  and raise an alert;
+* liveness is judged by arrival time on the Trio clock: a link silent for the
+  heartbeat timeout is closed with code 4000 and reconnected.
+
+All times are seconds on the Trio clock unless a name says wall clock.
 """
 
 from __future__ import annotations
 
-import attrs
+import collections
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-__all__ = ["ConnectionConfig"]
+import attrs
+import trio
+
+from .errors import NekoBotError
+
+__all__ = [
+    "AuthFailed",
+    "ConnectionConfig",
+    "ConnectionManager",
+    "ConnectionStats",
+    "ConnectionStatus",
+    "Link",
+    "LinkClosed",
+    "ReconnectExhausted",
+]
+
+log = logging.getLogger(__name__)
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -45,3 +81,568 @@ class ConnectionConfig:
     heartbeat_timeout: float | None = None
     """Silence after which the link is declared dead; ``None`` = 3 x the heartbeat
     interval the peer announced, else 3 x ``heartbeat_interval``."""
+
+
+# --------------------------------------------------------------------------
+# connection manager
+
+
+class ConnectionStatus(enum.Enum):
+    """State of a platform's link, as :meth:`ConnectionManager.get_connection_stats` shows it."""
+
+    CONNECTING = "connecting"
+    """The first attempt (or an attempt after :meth:`ConnectionManager.connect`) is running."""
+    CONNECTED = "connected"
+    """At least one link is up."""
+    DISCONNECTED = "disconnected"
+    """No link, and none is being dialled (closed on purpose, or waiting for a peer)."""
+    RECONNECTING = "reconnecting"
+    """The link was lost; the reconnect loop waits out its backoff or is dialling."""
+    ERROR = "error"
+    """``max_reconnect_attempts`` consecutive attempts failed; the loop gave up."""
+
+
+class AuthFailed(NekoBotError):
+    """The peer refused our credentials (handshake 401/403, or close code 1008).
+
+    A connector raises it so that the reconnect loop waits the maximum delay at
+    once and raises an alert instead of retrying quickly.
+    """
+
+
+class LinkClosed(NekoBotError):
+    """A link ended; carries the WebSocket close code and reason when known."""
+
+    def __init__(self, code: int | None, reason: str | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"link closed (code={code}, reason={reason!r})")
+
+
+class ReconnectExhausted(NekoBotError):
+    """``max_reconnect_attempts`` consecutive connection attempts failed.
+
+    Raised out of :meth:`ConnectionManager.run`, so the platform's ``run()``
+    fails and the supervisor reports the fault to fault isolation.
+    """
+
+
+_CALLBACK_DEADLINE = 2.0
+"""Seconds a shielded callback (link down, alert) may take during cleanup."""
+
+HEARTBEAT_CLOSE_CODE = 4000
+"""Close code we send when a link is declared dead for silence (private range)."""
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionStats:
+    """A snapshot of one platform's link (``GET /api/connection/stats``)."""
+
+    platform_id: str
+    status: ConnectionStatus
+    links: int
+    """Links up now (reverse WebSocket may hold several, e.g. API + Event)."""
+    reconnect_count: int
+    """Reconnect attempts made since the manager started (the first connect not counted)."""
+    consecutive_failures: int
+    """Failed attempts (or short-lived links) since the link was last stable."""
+    last_connected: float | None
+    """Wall-clock ``time.time()`` of the last link coming up."""
+    last_heartbeat: float | None
+    """Wall-clock ``time.time()`` of the last heartbeat (or other frame) that arrived."""
+    uptime: float
+    """Seconds (Trio clock) the current link has been up; 0 when none is up."""
+    avg_latency_ms: float | None
+    """Mean round trip of recent requests (API calls, pings), milliseconds."""
+    heartbeat_timeout: float
+    """Silence (seconds) after which the link is declared dead, as now in force."""
+    next_attempt_in: float | None
+    """Seconds until the next reconnect attempt, when one is scheduled."""
+    last_close_code: int | None
+    last_close_reason: str | None
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (the status as its value)."""
+        d = attrs.asdict(self)
+        d["status"] = self.status.value
+        return d
+
+
+def _effective_timeout(cfg: ConnectionConfig, announced: float | None) -> float:
+    if cfg.heartbeat_timeout is not None:
+        return cfg.heartbeat_timeout
+    return 3 * (announced or cfg.heartbeat_interval)
+
+
+Callback = Callable[[], Awaitable[None]]
+Closer = Callable[[int, str], Awaitable[None]]
+Pinger = Callable[[], Awaitable[None]]
+
+
+class Link:
+    """One live (or starting) connection, handed to a connector by the manager.
+
+    The connector calls :meth:`up` once the handshake succeeded, :meth:`activity`
+    on every frame that arrives, and registers how to close and ping its socket.
+    """
+
+    def __init__(self, manager: ConnectionManager, generation: int) -> None:
+        self._manager = manager
+        self.generation = generation
+        """Increases by one per link of this manager; compare it, not ids."""
+        self.is_up = False
+        self.api_capable = True
+        self.up_at: float | None = None
+        self.last_arrival: float = trio.current_time()
+        self.announced_interval: float | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.closer: Closer | None = None
+        self.pinger: Pinger | None = None
+        self.cancel_scope = trio.CancelScope()
+        self.dead = False
+
+    async def up(self, *, api_capable: bool = True) -> None:
+        """The link is usable: status CONNECTED, ``connect_callback`` on the first one.
+
+        Args:
+            api_capable (bool): False for a receive-only link (OneBot ``Event`` role);
+                such a link does not make the platform "online" for sends.
+        """
+        if self.is_up:
+            return
+        self.is_up = True
+        self.api_capable = api_capable
+        self.up_at = trio.current_time()
+        self.last_arrival = self.up_at
+        await self._manager._link_up(self)
+
+    def activity(self) -> None:
+        """A frame (or pong) arrived now (Trio clock): the link is alive."""
+        self.last_arrival = trio.current_time()
+        self._manager._last_arrival_wall = time.time()
+
+    def heartbeat(self, interval: float | None) -> None:
+        """A heartbeat arrived, announcing the peer's period (seconds) if it did."""
+        self.activity()
+        if interval is not None and interval > 0:
+            self.announced_interval = interval
+
+    def closed(self, code: int | None, reason: str | None) -> None:
+        """Record the close code and reason the link ended with."""
+        self.close_code = code
+        self.close_reason = reason
+
+    def set_closer(self, closer: Closer) -> None:
+        """``async closer(code, reason)`` closes the socket with that close code."""
+        self.closer = closer
+
+    def set_pinger(self, pinger: Pinger) -> None:
+        """``async pinger()`` sends a ping and returns when the pong arrives."""
+        self.pinger = pinger
+
+    def heartbeat_timeout(self) -> float:
+        """Silence (seconds) after which this link is dead (issue 6 rule)."""
+        return _effective_timeout(self._manager.config, self.announced_interval)
+
+
+Connector = Callable[[Link], Awaitable[None]]
+
+
+class ConnectionManager:
+    """Keeps one platform's link alive: reconnect with backoff, liveness, stats.
+
+    Two ways to use it:
+
+    * **dialling** (we connect out, e.g. OneBot forward WebSocket): run
+      :meth:`run` with a *connector* ``async def connector(link)`` that opens
+      one connection, calls ``await link.up()``, serves it, and returns (peer
+      closed) or raises (failed; :class:`AuthFailed` for refused credentials).
+      :meth:`run` is the single reconnect loop of the link.
+    * **accepting** (the peer connects to us, e.g. reverse WebSocket): wrap each
+      accepted connection in :meth:`serve_link`; the peer does the reconnecting.
+
+    Either way, while a link is up a watchdog checks every
+    ``health_check_interval`` seconds that something arrived within the
+    heartbeat timeout (arrival time on the Trio clock, never timestamps inside
+    frames); when idle for a heartbeat interval it pings (a pong counts as
+    arrival). A silent link is closed with code 4000 and, when dialling,
+    reconnected.
+
+    Args:
+        platform_id (str): The platform this link belongs to.
+        config (ConnectionConfig): Reconnect and heartbeat settings.
+        context: The platform's ``PlatformContext`` (alerts, metrics) or None.
+        rng (random.Random | None): Source of jitter (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        platform_id: str,
+        config: ConnectionConfig | None = None,
+        *,
+        context: Any = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.platform_id = platform_id
+        self.config = config or ConnectionConfig()
+        self.context = context
+        self._rng = rng or random.Random()
+        self._connect_cb: Callback | None = None
+        self._disconnect_cb: Callback | None = None
+        self._status = ConnectionStatus.DISCONNECTED
+        self._links: dict[int, Link] = {}
+        self._generation = 0
+        self._wanted = True
+        self._wake = trio.Event()
+        self._attempt_done = trio.Event()
+        self._attempt_ok = False
+        self._failures = 0
+        self._reconnect_count = 0
+        self._last_connected_wall: float | None = None
+        self._last_arrival_wall: float | None = None
+        self._latencies: collections.deque[float] = collections.deque(maxlen=100)
+        self._next_attempt_at: float | None = None
+        self._last_close: tuple[int | None, str | None] = (None, None)
+        self._last_error: str | None = None
+        self._online_links = 0
+        self._auth_alert_open = False
+        self.attempt_times: list[float] = []
+        """Trio-clock times of every connection attempt (for tests and the console)."""
+
+    # ---- seed API ---------------------------------------------------------
+
+    def set_callbacks(
+        self, connect_callback: Callback | None, disconnect_callback: Callback | None
+    ) -> None:
+        """``await connect_callback()`` when the first usable link comes up;
+        ``await disconnect_callback()`` when the last one goes down."""
+        self._connect_cb = connect_callback
+        self._disconnect_cb = disconnect_callback
+
+    async def connect(self) -> bool:
+        """Allow the link again and attempt now (skipping a pending backoff wait).
+
+        Returns:
+            bool: True if a link is up when the next attempt finished (at once if
+            one is already up), False if that attempt failed. In accepting mode it
+            returns at once whether a link is up.
+        """
+        self._wanted = True
+        if any(link.is_up for link in self._links.values()):
+            return True
+        if not self._dialling:
+            return False
+        self._attempt_done = trio.Event()
+        self._wake.set()
+        await self._attempt_done.wait()
+        return self._attempt_ok
+
+    async def disconnect(self) -> None:
+        """Close every link on purpose (code 1000) and stop reconnecting until
+        :meth:`connect` is called. In accepting mode new peers are refused meanwhile."""
+        self._wanted = False
+        self._wake.set()
+        for link in list(self._links.values()):
+            await self.close_link(link, 1000, "closed by nekobot")
+        self._set_status(ConnectionStatus.DISCONNECTED)
+
+    @property
+    def accepting(self) -> bool:
+        """False after :meth:`disconnect` (until :meth:`connect`)."""
+        return self._wanted
+
+    def get_connection_stats(self) -> ConnectionStats:
+        """A snapshot of the link's state (sync, no round trip)."""
+        now = trio.current_time()
+        up = [link for link in self._links.values() if link.is_up]
+        uptime = max((now - link.up_at for link in up if link.up_at is not None), default=0.0)
+        hb = min((link.heartbeat_timeout() for link in up), default=None)
+        if hb is None:
+            hb = _effective_timeout(self.config, None)
+        return ConnectionStats(
+            platform_id=self.platform_id,
+            status=self._status,
+            links=len(up),
+            reconnect_count=self._reconnect_count,
+            consecutive_failures=self._failures,
+            last_connected=self._last_connected_wall,
+            last_heartbeat=self._last_arrival_wall,
+            uptime=uptime,
+            avg_latency_ms=(
+                sum(self._latencies) / len(self._latencies) if self._latencies else None
+            ),
+            heartbeat_timeout=hb,
+            next_attempt_in=(
+                max(0.0, self._next_attempt_at - now) if self._next_attempt_at is not None else None
+            ),
+            last_close_code=self._last_close[0],
+            last_close_reason=self._last_close[1],
+            last_error=self._last_error,
+        )
+
+    @property
+    def status(self) -> ConnectionStatus:
+        """The current :class:`ConnectionStatus`."""
+        return self._status
+
+    def record_latency(self, latency_ms: float) -> None:
+        """Add one request round trip (milliseconds) to ``avg_latency_ms``."""
+        self._latencies.append(latency_ms)
+
+    def backoff_delay(self, failures: int) -> float:
+        """Delay (seconds) before the next attempt after ``failures`` consecutive
+        failures (>= 1), before jitter: ``reconnect_interval * backoff_factor **
+        (failures - 1)``, capped at ``max_reconnect_interval``."""
+        cfg = self.config
+        exp = min(failures - 1, 200)
+        return min(cfg.reconnect_interval * cfg.backoff_factor**exp, cfg.max_reconnect_interval)
+
+    def _jittered(self, delay: float) -> float:
+        j = self.config.jitter
+        if j > 0:
+            delay = self._rng.uniform(delay * (1 - j), delay * (1 + j))
+        return min(delay, self.config.max_reconnect_interval)
+
+    # ---- dialling ---------------------------------------------------------
+
+    _dialling = False
+
+    async def run(
+        self,
+        connector: Connector,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The reconnect loop (one per link): dial, serve, back off, repeat.
+
+        ``task_status.started()`` is called once the first attempt is scheduled,
+        before it completes: a bot starts even when the peer is down.
+
+        Raises:
+            ReconnectExhausted: after ``max_reconnect_attempts`` (> 0)
+                consecutive failed attempts; status becomes ERROR.
+        """
+        if self._dialling:
+            raise RuntimeError("ConnectionManager.run is already running (one loop per link)")
+        self._dialling = True
+        cfg = self.config
+        first = True
+        try:
+            task_status.started()
+            while True:
+                if not self._wanted:
+                    self._set_status(ConnectionStatus.DISCONNECTED)
+                    while not self._wanted:
+                        self._wake = trio.Event()
+                        await self._wake.wait()
+                    first = True
+                self._set_status(
+                    ConnectionStatus.CONNECTING if first else ConnectionStatus.RECONNECTING
+                )
+                if not first:
+                    self._reconnect_count += 1
+                first = False
+                self.attempt_times.append(trio.current_time())
+                link = self._new_link()
+                error: Exception | None = None
+                try:
+                    await self._serve(link, connector)
+                except Exception as exc:  # any connector failure is a failed attempt
+                    error = exc
+                finally:
+                    was_up = link.is_up
+                    with trio.CancelScope(shield=True):
+                        await self._end_link(link)
+                self._attempt_ok = was_up and error is None
+                self._attempt_done.set()
+                if not self._wanted:
+                    continue
+                if (
+                    was_up
+                    and link.up_at is not None
+                    and (trio.current_time() - link.up_at >= cfg.stable_after)
+                ):
+                    self._failures = 0
+                self._failures += 1
+                if isinstance(error, AuthFailed) or link.close_code == 1008:
+                    delay = cfg.max_reconnect_interval
+                    await self._alert(
+                        "error",
+                        f"auth failed: {self.platform_id} refused our credentials "
+                        f"({error or 'close 1008'}); retrying every {delay:g} s",
+                    )
+                else:
+                    delay = self._jittered(self.backoff_delay(self._failures))
+                    if was_up and self._auth_alert_open:
+                        self._auth_alert_open = False
+                if error is not None:
+                    self._last_error = f"{type(error).__name__}: {error}"
+                if cfg.max_reconnect_attempts > 0 and self._failures >= cfg.max_reconnect_attempts:
+                    self._set_status(ConnectionStatus.ERROR)
+                    await self._alert(
+                        "critical",
+                        f"reconnect exhausted: {self.platform_id} failed "
+                        f"{self._failures} consecutive attempts",
+                    )
+                    raise ReconnectExhausted(
+                        f"platform {self.platform_id!r}: {self._failures} consecutive "
+                        f"connection attempts failed (last: {self._last_error})"
+                    ) from error
+                if not cfg.auto_reconnect:
+                    self._wanted = False
+                    continue
+                self._set_status(ConnectionStatus.RECONNECTING)
+                self._next_attempt_at = trio.current_time() + delay
+                self._wake = trio.Event()
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
+                self._next_attempt_at = None
+        finally:
+            self._dialling = False
+
+    # ---- accepting --------------------------------------------------------
+
+    async def serve_link(self, connector: Connector) -> Link:
+        """Run one accepted connection under the manager's liveness watchdog.
+
+        ``connector(link)`` serves the connection (calling ``link.up()``) and
+        returns when it ends. Returns the finished :class:`Link`.
+        """
+        link = self._new_link()
+        try:
+            await self._serve(link, connector)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._end_link(link)
+        return link
+
+    # ---- internals --------------------------------------------------------
+
+    def _new_link(self) -> Link:
+        self._generation += 1
+        link = Link(self, self._generation)
+        self._links[link.generation] = link
+        return link
+
+    async def _serve(self, link: Link, connector: Connector) -> None:
+        error: Exception | None = None
+        with link.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watchdog, link)
+                try:
+                    await connector(link)
+                except Exception as exc:  # re-raised below, unwrapped from the nursery
+                    error = exc
+                nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _watchdog(self, link: Link) -> None:
+        cfg = self.config
+        pinging = False
+
+        async def ping() -> None:
+            nonlocal pinging
+            assert link.pinger is not None
+            t0 = trio.current_time()
+            try:
+                await link.pinger()
+            except Exception:
+                return
+            finally:
+                pinging = False
+            link.activity()
+            self.record_latency((trio.current_time() - t0) * 1000.0)
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(cfg.health_check_interval)
+                if not link.is_up:
+                    continue
+                idle = trio.current_time() - link.last_arrival
+                timeout = link.heartbeat_timeout()
+                if idle >= timeout:
+                    await self._declare_dead(link, idle)
+                    return
+                interval = link.announced_interval or cfg.heartbeat_interval
+                if link.pinger is not None and not pinging and idle >= min(interval, timeout / 2):
+                    pinging = True
+                    nursery.start_soon(ping)
+
+    async def _declare_dead(self, link: Link, idle: float) -> None:
+        link.dead = True
+        self._last_error = f"heartbeat timeout: nothing arrived for {idle:g} s"
+        await self._alert(
+            "warning",
+            f"heartbeat timeout: {self.platform_id} link silent for {idle:g} s; closing it",
+        )
+        await self.close_link(link, HEARTBEAT_CLOSE_CODE, "heartbeat timeout")
+
+    async def close_link(self, link: Link, code: int, reason: str) -> None:
+        """Close one link on purpose with ``code`` (waiting at most 1 s for the
+        closing handshake), then cancel its task."""
+        link.closed(code, reason)
+        if link.closer is not None:
+            with trio.move_on_after(1.0):
+                try:
+                    await link.closer(code, reason)
+                except Exception:  # the socket may be gone already
+                    pass
+        link.cancel_scope.cancel()
+
+    async def _link_up(self, link: Link) -> None:
+        self._last_connected_wall = time.time()
+        self._last_arrival_wall = self._last_connected_wall
+        self._set_status(ConnectionStatus.CONNECTED)
+        self._attempt_ok = True
+        self._attempt_done.set()
+        if self._auth_alert_open:
+            self._auth_alert_open = False
+        if link.api_capable:
+            self._online_links += 1
+            if self._online_links == 1 and self._connect_cb is not None:
+                await self._connect_cb()
+        self._metric("connection_up", 1.0, "gauge")
+
+    async def _end_link(self, link: Link) -> None:
+        self._links.pop(link.generation, None)
+        if link.close_code is not None or link.close_reason is not None:
+            self._last_close = (link.close_code, link.close_reason)
+        if link.is_up:
+            link.is_up = False
+            if link.api_capable:
+                self._online_links -= 1
+                if self._online_links == 0 and self._disconnect_cb is not None:
+                    with trio.move_on_after(_CALLBACK_DEADLINE) as scope:
+                        scope.shield = True
+                        try:
+                            await self._disconnect_cb()
+                        except Exception:
+                            log.exception("%s: disconnect callback failed", self.platform_id)
+        if not any(other.is_up for other in self._links.values()):
+            if not self._dialling:
+                self._set_status(ConnectionStatus.DISCONNECTED)
+            self._metric("connection_up", 0.0, "gauge")
+
+    def _set_status(self, status: ConnectionStatus) -> None:
+        self._status = status
+
+    def _metric(self, name: str, value: float, kind: str) -> None:
+        rec = getattr(self.context, "record_metric", None)
+        if rec is not None:
+            rec(f"platform.{self.platform_id}.{name}", value, kind)
+
+    async def _alert(self, level: str, message: str) -> None:
+        if message.startswith("auth failed"):
+            self._auth_alert_open = True
+        log.warning("%s", message)
+        hook = getattr(self.context, "raise_alert", None)
+        if hook is not None:
+            with trio.move_on_after(_CALLBACK_DEADLINE) as scope:
+                scope.shield = True
+                try:
+                    await hook(self.platform_id, level, message)
+                except Exception:
+                    log.exception("%s: raising an alert failed", self.platform_id)

@@ -1,0 +1,709 @@
+"""OneBot v11 over WebSocket: reverse (we listen) and forward (we dial).
+
+Protocol rules followed here (botuniverse/onebot-11):
+
+* ``communication/ws-reverse.md``: the implementation connects to us with
+  ``X-Self-ID`` (the bot account) and ``X-Client-Role`` (``Universal``, or
+  ``API`` / ``Event`` for the two separate connections). A ``Universal``
+  connection carries events and API calls; ``Event`` only events; ``API`` only
+  calls and their responses.
+* ``communication/ws.md``: forward WebSocket, we dial the implementation (its
+  ``/`` is the universal endpoint); events arrive as JSON text frames; actions
+  are ``{"action", "params", "echo"}`` and the response carries the same
+  ``echo`` back.
+* ``communication/authorization.md``: the token arrives as
+  ``Authorization: Bearer <token>`` (``Token <token>`` is accepted as well, as
+  some implementations send it) or as the ``access_token`` query parameter.
+  A handshake with a missing or wrong token is rejected with HTTP 401.
+* ``event/meta.md``: ``heartbeat`` events carry ``interval`` in milliseconds;
+  they feed the link's liveness (arrival time on the Trio clock, never the
+  frame's ``time``). ``lifecycle`` ``connect`` is recorded.
+
+Inbound frames are validated one at a time: a frame that is oversized
+(``max_frame_size`` bytes), not JSON, not an object, or neither an event (has a
+string ``post_type``) nor an action response (has ``echo``, ``status`` or
+``retcode``) is counted and dropped; the link stays open. Each event becomes
+``make_message(post_type, event, dedup_key=(self_id, message_id))`` and is
+emitted to the router. JSON numbers are kept as Python ints, so signed and
+unsigned int32 ``message_id`` values stay exact.
+
+A second connection with the same ``X-Self-ID`` (and a conflicting role)
+replaces the first: the new one is live at once, the old one is closed, and
+bookkeeping is keyed by a connection *generation*, so the old one's cleanup
+never removes the new one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from ..connection_manager import AuthFailed, ConnectionManager, Link
+from ..errors import (
+    CallTimeout,
+    ConnectionClosed,
+    FrameTooLarge,
+    OneBotActionFailed,
+    PlatformOffline,
+)
+from .base import OutboundMessage, PlatformActor, PlatformContext, SendReceipt
+
+__all__ = ["OneBotV11Config", "OneBotV11Platform"]
+
+log = logging.getLogger(__name__)
+
+_MODES = ("reverse", "forward")
+_ROLES = {"universal": "Universal", "api": "API", "event": "Event"}
+TRANSPORT_LIMIT_FACTOR = 4
+"""The WebSocket layer refuses (close 1009) frames above ``TRANSPORT_LIMIT_FACTOR
+x max_frame_size``; frames between the two limits are counted and dropped with
+the link kept open. The hard limit bounds memory per frame."""
+REPLACED_CLOSE_CODE = 4001
+"""Close code sent to a connection replaced by a newer one with the same X-Self-ID."""
+
+
+def _check(pred: Callable[[Any], bool], text: str) -> Callable[[Any, Any, Any], None]:
+    def validator(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not pred(value):
+            raise ValueError(f"{text}, got {value!r}")
+
+    return validator
+
+
+@attrs.frozen(kw_only=True)
+class OneBotV11Config:
+    """The OneBot v11 keys of ``[platforms.<id>]`` (``type = "onebot_v11"``)."""
+
+    mode: str = attrs.field(
+        default="reverse", validator=_check(lambda v: v in _MODES, "must be 'reverse' or 'forward'")
+    )
+    """``"reverse"``: we listen and the implementation connects to us;
+    ``"forward"``: we dial the implementation at :attr:`url`."""
+    host: str = "127.0.0.1"
+    """Reverse mode: interface to listen on."""
+    port: int = attrs.field(
+        default=8080, validator=_check(lambda v: 0 <= v <= 65535, "must be 0..65535")
+    )
+    """Reverse mode: TCP port to listen on (0 = any free port; see ``bound_port``)."""
+    path: str = attrs.field(
+        default="/onebot/v11/ws",
+        validator=_check(lambda v: v.startswith("/"), "must start with '/'"),
+    )
+    """Reverse mode: URL path the implementation connects to. ``<path>/api`` and
+    ``<path>/event`` are accepted as well (role taken from ``X-Client-Role``,
+    else from the suffix)."""
+    url: str = "ws://127.0.0.1:6700/"
+    """Forward mode: the implementation's WebSocket URL (``ws://`` or ``wss://``)."""
+    access_token: str | None = None
+    """Shared token; ``None`` or ``""`` = no authentication."""
+    max_frame_size: int = attrs.field(
+        default=8 * 1024 * 1024, validator=_check(lambda v: v > 0, "must be > 0")
+    )
+    """Largest frame (bytes, UTF-8) accepted or sent; bigger inbound frames are
+    counted and dropped, a bigger outbound frame fails that call only."""
+    api_timeout: float = attrs.field(default=30.0, validator=_check(lambda v: v > 0, "must be > 0"))
+    """Seconds (Trio clock) ``call_api`` waits for the response by default."""
+    connect_timeout: float = attrs.field(
+        default=10.0, validator=_check(lambda v: v > 0, "must be > 0")
+    )
+    """Seconds a WebSocket opening handshake may take (both modes)."""
+
+
+class _Pending:
+    __slots__ = ("conn_generation", "done", "error", "response")
+
+    def __init__(self, conn_generation: int) -> None:
+        self.conn_generation = conn_generation
+        self.done = trio.Event()
+        self.response: Mapping[str, Any] | None = None
+        self.error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class _Conn:
+    ws: trio_websocket.WebSocketConnection
+    link: Link
+    self_id: str
+    role: str
+    pending: set[str] = attrs.field(factory=set)
+    closed: bool = False
+
+    @property
+    def generation(self) -> int:
+        return self.link.generation
+
+    @property
+    def api_capable(self) -> bool:
+        return self.role != "Event"
+
+
+def _conflicts(new_role: str, old_role: str) -> bool:
+    return new_role == "Universal" or old_role == "Universal" or new_role == old_role
+
+
+def _echo_key(echo: Any) -> str | None:
+    try:
+        return json.dumps(echo, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+
+
+def _utf8_len_at_most(text: str, limit: int) -> bool:
+    if len(text) > limit:  # every character takes at least one byte
+        return False
+    if len(text) * 4 <= limit:  # and at most four
+        return True
+    return len(text.encode("utf-8", "surrogatepass")) <= limit
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for e in exc.exceptions:
+            out += _leaves(e)
+        return out
+    return [exc]
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+    if len(leaves) == 1:
+        return leaves[0]
+    return group
+
+
+@asynccontextmanager
+async def open_client_websocket(
+    url: str,
+    *,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    max_message_size: int = 2**20,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """Dial a ``ws://`` / ``wss://`` URL; like ``trio_websocket.open_websocket_url``
+    but the socket is closed on every path (trio-websocket 0.12 leaves it open
+    when the handshake is rejected) and errors come out unwrapped.
+
+    Raises:
+        trio_websocket.ConnectionRejected: the server answered the handshake
+            with an HTTP status (``status_code``).
+        OSError: the TCP connection failed.
+        trio.TooSlowError: the handshake took longer than ``connect_timeout``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.hostname if port in (80, 443) else f"{parts.hostname}:{port}"
+    stream: trio.abc.Stream | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(connect_timeout):
+                if secure:
+                    stream = await trio.open_ssl_over_tcp_stream(
+                        parts.hostname, port, https_compatible=True
+                    )
+                else:
+                    stream = await trio.open_tcp_stream(parts.hostname, port)
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery,
+                    stream,  # type: ignore[arg-type]
+                    host_header,
+                    resource,
+                    extra_headers=extra_headers,
+                    max_message_size=max_message_size,
+                )
+            try:
+                yield ws
+            finally:
+                await ws.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _unwrap(group) from None
+    finally:
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+class OneBotV11Platform(PlatformActor):
+    """A OneBot v11 implementation (go-cqhttp, NapCat, Lagrange…) over WebSocket.
+
+    Args:
+        platform_id (str): The ``<id>`` of ``[platforms.<id>]``.
+        config (OneBotV11Config): The platform's section.
+        connection (ConnectionConfig): Reconnect and heartbeat settings.
+        context (PlatformContext): The bot's hooks (alerts, metrics, link up/down).
+
+    Attributes:
+        bound_port (int | None): Reverse mode: the port the listener is bound to
+            (useful with ``port = 0``), set before ``task_status.started()``.
+        connection_manager (ConnectionManager): This platform's link keeper.
+    """
+
+    platform_type = "onebot_v11"
+    config_class = OneBotV11Config
+
+    def __init__(
+        self,
+        platform_id: str,
+        config: OneBotV11Config | None = None,
+        *,
+        connection: Any = None,
+        context: PlatformContext | None = None,
+    ) -> None:
+        super().__init__(
+            platform_id, config or OneBotV11Config(), connection=connection, context=context
+        )
+        self.config: OneBotV11Config
+        self.connection_manager = ConnectionManager(
+            platform_id, self.connection_config, context=self.context
+        )
+        self.connection_manager.set_callbacks(self.set_online, self.set_offline)
+        self.bound_port: int | None = None
+        self._conns: dict[int, _Conn] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._echo_seq = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self.counters: dict[str, int] = {
+            "frames_received": 0,
+            "events": 0,
+            "responses": 0,
+            "dropped_not_json": 0,
+            "dropped_not_object": 0,
+            "dropped_no_post_type": 0,
+            "dropped_oversized": 0,
+            "responses_unmatched": 0,
+            "handshakes_rejected_auth": 0,
+            "handshakes_rejected_other": 0,
+            "connections_replaced": 0,
+            "calls_failed_oversized": 0,
+        }
+        """Frame and call counters (monotonic, since this instance started)."""
+        self.lifecycle: dict[str, dict[str, Any]] = {}
+        """Last ``lifecycle`` meta event per self_id: ``{"sub_type", "time"}``
+        (``time`` is the frame's own field, for display only)."""
+        token = self.config.access_token
+        self._token: str | None = token if token else None
+
+    # ---- lifecycle --------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen (reverse) or dial (forward) until cancelled.
+
+        Reverse mode calls ``task_status.started()`` once the listener is bound
+        (``bound_port`` set). Forward mode calls it once the first connection
+        attempt is scheduled, without waiting for its outcome: the bot starts
+        even while the implementation is down, and sends are buffered until the
+        link comes up.
+
+        Raises:
+            OSError: reverse mode, when the port cannot be bound.
+            ReconnectExhausted: forward mode, after ``max_reconnect_attempts``
+                consecutive failures (the supervisor reports the fault).
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.config.mode == "reverse":
+                    server = await nursery.start(
+                        partial(
+                            trio_websocket.serve_websocket,
+                            self._handle_request,
+                            self.config.host,
+                            self.config.port,
+                            None,
+                            max_message_size=self.config.max_frame_size * TRANSPORT_LIMIT_FACTOR,
+                            connect_timeout=self.config.connect_timeout,
+                            disconnect_timeout=1.0,
+                        )
+                    )
+                    self.bound_port = server.port
+                    log.info(
+                        "%s: OneBot v11 reverse WebSocket on ws://%s:%d%s",
+                        self.platform_id,
+                        self.config.host,
+                        self.bound_port,
+                        self.config.path,
+                    )
+                else:
+                    await nursery.start(self.connection_manager.run, self._dial)
+                task_status.started()
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
+        finally:
+            self._nursery = None
+            self._fail_all_pending("platform stopped")
+
+    # ---- reverse WebSocket --------------------------------------------------
+
+    async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
+        split = urlsplit(request.path)
+        path = split.path.rstrip("/") or "/"
+        base = self.config.path.rstrip("/") or "/"
+        suffix_role = None
+        if path == base:
+            pass
+        elif path == base.rstrip("/") + "/api":
+            suffix_role = "API"
+        elif path == base.rstrip("/") + "/event":
+            suffix_role = "Event"
+        else:
+            self.counters["handshakes_rejected_other"] += 1
+            await request.reject(404, body=b"unknown path")
+            return
+        headers: dict[str, str] = {}
+        for key, value in request.headers:
+            headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+        if not self._authorized(headers, split.query):
+            self.counters["handshakes_rejected_auth"] += 1
+            log.warning("%s: rejected a handshake with a missing or wrong token", self.platform_id)
+            await request.reject(401, body=b"missing or wrong access token")
+            return
+        if not self.connection_manager.accepting:
+            self.counters["handshakes_rejected_other"] += 1
+            await request.reject(503, body=b"platform disconnected")
+            return
+        raw_role = headers.get("x-client-role")
+        role = _ROLES.get(raw_role.strip().lower()) if raw_role else (suffix_role or "Universal")
+        self_id = headers.get("x-self-id", "").strip()
+        if role is None or not self_id:
+            self.counters["handshakes_rejected_other"] += 1
+            await request.reject(400, body=b"need X-Self-ID and X-Client-Role Universal|API|Event")
+            return
+        ws = await request.accept()
+        await self.connection_manager.serve_link(partial(self._serve_conn, ws, self_id, role))
+
+    def _authorized(self, headers: Mapping[str, str], query: str) -> bool:
+        if self._token is None:
+            return True
+        given: str | None = None
+        auth = headers.get("authorization")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() in ("bearer", "token"):
+                given = value
+        if given is None:
+            values = parse_qs(query).get("access_token")
+            if values:
+                given = values[0]
+        if given is None:
+            return False
+        return hmac.compare_digest(given.encode(), self._token.encode())
+
+    # ---- forward WebSocket --------------------------------------------------
+
+    async def _dial(self, link: Link) -> None:
+        headers = []
+        if self._token is not None:
+            headers.append((b"Authorization", f"Bearer {self._token}".encode()))
+        try:
+            async with open_client_websocket(
+                self.config.url,
+                extra_headers=headers,
+                max_message_size=self.config.max_frame_size * TRANSPORT_LIMIT_FACTOR,
+                connect_timeout=self.config.connect_timeout,
+            ) as ws:
+                await self._serve_conn(ws, "", "Universal", link)
+        except trio_websocket.ConnectionRejected as exc:
+            if exc.status_code in (401, 403):
+                raise AuthFailed(f"handshake rejected with HTTP {exc.status_code}") from exc
+            raise
+        if link.close_code == 1008:
+            raise AuthFailed(f"closed with 1008 ({link.close_reason})")
+
+    # ---- one connection -------------------------------------------------------
+
+    async def _serve_conn(
+        self, ws: trio_websocket.WebSocketConnection, self_id: str, role: str, link: Link
+    ) -> None:
+        conn = _Conn(ws=ws, link=link, self_id=self_id, role=role)
+        link.set_closer(ws.aclose)
+        link.set_pinger(ws.ping)
+        self._conns[conn.generation] = conn
+        try:
+            await link.up(api_capable=conn.api_capable)
+            if self_id:
+                for other in list(self._conns.values()):
+                    if (
+                        other is not conn
+                        and other.self_id == self_id
+                        and other.generation < conn.generation
+                        and _conflicts(role, other.role)
+                    ):
+                        self.counters["connections_replaced"] += 1
+                        log.info(
+                            "%s: X-Self-ID %s reconnected; closing the older connection",
+                            self.platform_id,
+                            self_id,
+                        )
+                        self._forget(other, "replaced by a newer connection")
+                        assert self._nursery is not None
+                        self._nursery.start_soon(
+                            self.connection_manager.close_link,
+                            other.link,
+                            REPLACED_CLOSE_CODE,
+                            "replaced by a newer connection",
+                        )
+            while True:
+                try:
+                    data = await ws.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    reason = exc.reason
+                    if link.close_code is None and reason is not None:
+                        link.closed(int(reason.code), reason.reason)
+                    return
+                link.activity()
+                await self._on_frame(conn, data)
+        finally:
+            self._forget(conn, f"connection closed (code={link.close_code})")
+
+    def _forget(self, conn: _Conn, why: str) -> None:
+        """Drop a connection from the tables (by generation) and fail its calls now."""
+        if self._conns.get(conn.generation) is conn:
+            del self._conns[conn.generation]
+        if conn.closed:
+            return
+        conn.closed = True
+        for echo in list(conn.pending):
+            slot = self._pending.get(echo)
+            if slot is not None and slot.error is None and slot.response is None:
+                slot.error = ConnectionClosed(f"platform {self.platform_id!r}: {why}")
+                slot.done.set()
+        conn.pending.clear()
+
+    def _fail_all_pending(self, why: str) -> None:
+        for conn in list(self._conns.values()):
+            self._forget(conn, why)
+
+    # ---- inbound frames -------------------------------------------------------
+
+    def _drop(self, counter: str) -> None:
+        self.counters[counter] += 1
+        rec = self.context.record_metric
+        if rec is not None:
+            rec(f"platform.{self.platform_id}.frames_dropped", 1.0, "counter")
+
+    async def _on_frame(self, conn: _Conn, data: str | bytes) -> None:
+        self.counters["frames_received"] += 1
+        limit = self.config.max_frame_size
+        if isinstance(data, bytes):
+            if len(data) > limit:
+                self._drop("dropped_oversized")
+                return
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._drop("dropped_not_json")
+                return
+        else:
+            if not _utf8_len_at_most(data, limit):
+                self._drop("dropped_oversized")
+                return
+            text = data
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            self._drop("dropped_not_json")
+            return
+        if not isinstance(frame, dict):
+            self._drop("dropped_not_object")
+            return
+        post_type = frame.get("post_type")
+        if isinstance(post_type, str) and post_type:
+            await self._on_event(conn, post_type, frame)
+        elif "post_type" not in frame and (
+            "echo" in frame or "status" in frame or "retcode" in frame
+        ):
+            self._on_response(frame)
+        else:
+            self._drop("dropped_no_post_type")
+
+    async def _on_event(self, conn: _Conn, post_type: str, event: dict[str, Any]) -> None:
+        self.counters["events"] += 1
+        self_id = event.get("self_id")
+        if post_type == "meta_event":
+            kind = event.get("meta_event_type")
+            if kind == "heartbeat":
+                interval = event.get("interval")
+                seconds = None
+                if isinstance(interval, int | float) and not isinstance(interval, bool):
+                    if math.isfinite(interval) and interval > 0:
+                        seconds = interval / 1000.0  # OneBot v11 event/meta.md: milliseconds
+                conn.link.heartbeat(seconds)
+            elif kind == "lifecycle":
+                self.lifecycle[str(self_id)] = {
+                    "sub_type": event.get("sub_type"),
+                    "time": event.get("time"),
+                }
+                log.info(
+                    "%s: lifecycle %s from self_id %s",
+                    self.platform_id,
+                    event.get("sub_type"),
+                    self_id,
+                )
+        if not conn.self_id and self_id is not None:
+            conn.self_id = str(self_id)
+        message_id = event.get("message_id")
+        dedup = (self_id, message_id) if message_id is not None else None
+        try:
+            hash(dedup)
+        except TypeError:
+            dedup = None
+        await self.emit(self.make_message(post_type, event, dedup_key=dedup))
+
+    def _on_response(self, frame: dict[str, Any]) -> None:
+        self.counters["responses"] += 1
+        key = _echo_key(frame.get("echo"))
+        slot = self._pending.get(key) if key is not None else None
+        if slot is None or slot.done.is_set():
+            self.counters["responses_unmatched"] += 1
+            return
+        slot.response = frame
+        slot.done.set()
+
+    # ---- outbound -------------------------------------------------------------
+
+    def _api_conn(self, self_id: Any = None) -> _Conn:
+        candidates = [
+            c for c in self._conns.values() if c.api_capable and c.link.is_up and not c.closed
+        ]
+        if self_id is not None:
+            matching = [c for c in candidates if c.self_id == str(self_id)]
+            candidates = matching or candidates
+        if not candidates:
+            raise PlatformOffline(
+                f"platform {self.platform_id!r} has no live OneBot API connection"
+            )
+        return max(candidates, key=lambda c: c.generation)
+
+    async def call_api(
+        self,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the contract's signature)
+        *,
+        self_id: Any = None,
+    ) -> Any:
+        """Call one OneBot v11 action and return the response's ``data``.
+
+        Args:
+            action (str): The action name (``send_msg``, ``get_status``…).
+            params (Mapping | None): The action's parameters.
+            timeout (float | None): Seconds (Trio clock) to wait for the response;
+                default ``api_timeout``.
+            self_id: Reverse mode with several accounts: which account's
+                connection to use (default: the newest API-capable connection).
+
+        Returns:
+            The response's ``data`` (``None`` for ``status: "async"``).
+
+        Raises:
+            PlatformOffline: no live connection can carry the call.
+            FrameTooLarge: the encoded frame exceeds ``max_frame_size`` (only this
+                call fails).
+            ConnectionClosed: the connection closed before the response arrived
+                (every pending call fails at once).
+            CallTimeout: no response within ``timeout``.
+            OneBotActionFailed: the response had ``status: "failed"`` or a
+                ``retcode`` other than 0 (ok) and 1 (async).
+        """
+        conn = self._api_conn(self_id)
+        echo = f"nb-{next(self._echo_seq)}"
+        frame = json.dumps(
+            {"action": action, "params": dict(params or {}), "echo": echo},
+            ensure_ascii=False,
+        )
+        if not _utf8_len_at_most(frame, self.config.max_frame_size):
+            self.counters["calls_failed_oversized"] += 1
+            raise FrameTooLarge(
+                f"{action}: frame larger than max_frame_size={self.config.max_frame_size} bytes"
+            )
+        key = _echo_key(echo)
+        assert key is not None
+        slot = _Pending(conn.generation)
+        self._pending[key] = slot
+        conn.pending.add(key)
+        t0 = trio.current_time()
+        limit = self.config.api_timeout if timeout is None else timeout
+        try:
+            try:
+                await conn.ws.send_message(frame)
+            except trio_websocket.ConnectionClosed as exc:
+                raise ConnectionClosed(
+                    f"platform {self.platform_id!r}: connection closed while sending {action}"
+                ) from exc
+            with trio.move_on_after(limit):
+                await slot.done.wait()
+        finally:
+            self._pending.pop(key, None)
+            conn.pending.discard(key)
+        if slot.error is not None:
+            raise slot.error
+        if slot.response is None:
+            raise CallTimeout(f"{action}: no response within {limit:g} s (echo {echo})")
+        self.connection_manager.record_latency((trio.current_time() - t0) * 1000.0)
+        resp = slot.response
+        retcode = resp.get("retcode", 0)
+        status = resp.get("status", "ok")
+        if status == "failed" or retcode not in (0, 1):
+            msg = resp.get("wording") or resp.get("msg") or resp.get("message") or ""
+            raise OneBotActionFailed(retcode if isinstance(retcode, int) else -1, str(msg))
+        return resp.get("data")
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        """Send one outbound message as a OneBot action.
+
+        ``message_type`` is the action name, or ``"private"`` / ``"group"`` as a
+        shorthand for ``send_msg`` with that ``message_type``; ``content`` is
+        the action's ``params``.
+
+        Raises:
+            PlatformOffline, ConnectionClosed: not delivered (the bot buffers it).
+            OneBotActionFailed, CallTimeout, FrameTooLarge: see :meth:`call_api`.
+        """
+        params = dict(message.content or {})
+        action = message.message_type
+        if action in ("private", "group"):
+            params.setdefault("message_type", action)
+            action = "send_msg"
+        data = await self.call_api(action, params, self_id=params.get("self_id"))
+        return SendReceipt(platform_id=self.platform_id, message_key=message.message_key, data=data)
+
+    # ---- stats ----------------------------------------------------------------
+
+    def get_connection_stats(self) -> dict[str, Any]:
+        """Connection stats for ``GET /api/connection/stats`` (JSON-able dict).
+
+        The :class:`~nekobot.connection_manager.ConnectionStats` fields plus
+        ``mode``, ``bound_port`` / ``url``, ``connections`` (self_id, role,
+        generation), ``pending_calls``, ``counters`` and ``lifecycle``.
+        """
+        stats = self.connection_manager.get_connection_stats().as_dict()
+        stats.update(
+            mode=self.config.mode,
+            bound_port=self.bound_port,
+            url=self.config.url if self.config.mode == "forward" else None,
+            connections=[
+                {"self_id": c.self_id, "role": c.role, "generation": c.generation}
+                for c in sorted(self._conns.values(), key=lambda c: c.generation)
+            ],
+            pending_calls=len(self._pending),
+            counters=dict(self.counters),
+            lifecycle={k: dict(v) for k, v in self.lifecycle.items()},
+        )
+        return stats

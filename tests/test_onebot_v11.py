@@ -1,0 +1,493 @@
+"""OneBot v11 platform over real loopback WebSockets.
+
+Policy (as trio-websocket's own suite): loopback only, port 0, a Trio-clock
+``fail_after`` around every I/O test so a bug fails fast instead of hanging,
+the ``autojump_clock`` fixture where time matters. Input frames come from
+``tests/fixtures/onebot11/*.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+
+from nekobot.connection_manager import ConnectionConfig
+from nekobot.errors import (
+    CallTimeout,
+    ConnectionClosed,
+    FrameTooLarge,
+    OneBotActionFailed,
+    PlatformOffline,
+)
+from nekobot.platforms.base import OutboundMessage, PlatformContext, load_platform_class
+from nekobot.platforms.onebot_v11 import (
+    OneBotV11Config,
+    OneBotV11Platform,
+    open_client_websocket,
+)
+from tests.onebot_peer import (
+    EVENTS,
+    RESPONSES,
+    ForwardPeerServer,
+    Peer,
+    event,
+    open_reverse_peer,
+    reverse_headers,
+)
+
+TOKEN = "s3cret"
+
+
+class Recorder:
+    """A PlatformContext that records link changes and alerts."""
+
+    def __init__(self) -> None:
+        self.links: list[str] = []
+        self.alerts: list[tuple[str, str, str]] = []
+        self.context = PlatformContext(
+            link_up=self._up, link_down=self._down, raise_alert=self._alert
+        )
+
+    async def _up(self, pid: str) -> None:
+        self.links.append("up")
+
+    async def _down(self, pid: str) -> None:
+        self.links.append("down")
+
+    async def _alert(self, pid: str, level: str, message: str) -> None:
+        self.alerts.append((pid, level, message))
+
+
+@asynccontextmanager
+async def running(
+    config: OneBotV11Config | None = None,
+    connection: ConnectionConfig | None = None,
+    recorder: Recorder | None = None,
+) -> AsyncIterator[OneBotV11Platform]:
+    rec = recorder or Recorder()
+    platform = OneBotV11Platform(
+        "qq",
+        config or OneBotV11Config(port=0, access_token=TOKEN),
+        connection=connection,
+        context=rec.context,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(platform.run)
+        yield platform
+        nursery.cancel_scope.cancel()
+
+
+async def wait_for(pred: Any, step: float = 0.001) -> None:
+    """Poll a condition on published state (tests only; the clock is real or autojump)."""
+    while not pred():  # noqa: ASYNC110
+        await trio.sleep(step)
+
+
+def emitted(platform: OneBotV11Platform) -> list[Any]:
+    return platform.context.emitted
+
+
+# ---- plugin lookup -----------------------------------------------------------
+
+
+def test_builtin_type_resolves() -> None:
+    assert load_platform_class("onebot_v11") is OneBotV11Platform
+    assert OneBotV11Platform.platform_type == "onebot_v11"
+    assert OneBotV11Platform.config_class is OneBotV11Config
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="reverse"):
+        OneBotV11Config(mode="sideways")
+    with pytest.raises(ValueError):
+        OneBotV11Config(port=70000)
+    with pytest.raises(ValueError):
+        OneBotV11Config(max_frame_size=0)
+
+
+# ---- reverse WebSocket: events -------------------------------------------------
+
+
+async def test_reverse_fixture_events_are_emitted_in_order_with_exact_ids() -> None:
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            for frame in EVENTS:
+                await peer.send(frame)
+            await wait_for(lambda: len(emitted(platform)) == len(EVENTS))
+            msgs = emitted(platform)
+            expected = [json.loads(line) for line in EVENTS]
+            assert [m.message_type for m in msgs] == [e["post_type"] for e in expected]
+            assert [m.content for m in msgs] == expected
+            assert all(m.platform_id == "qq" for m in msgs)
+            keys = [m.dedup_key for m in msgs]
+            # signed int32 (negative) and int32 max kept exactly
+            assert (10001, -964635551) in keys
+            assert (10001, 2147483647) in keys
+            assert (10001, 1) in keys and (10001, 77) in keys
+            # events without message_id are never deduplicated
+            assert [m.dedup_key for m in msgs if "message_id" not in m.content] == [None] * 5
+            # lifecycle recorded; heartbeat interval 5000 ms -> timeout 3 x 5 s
+            assert platform.lifecycle["10001"]["sub_type"] == "connect"
+            stats = platform.get_connection_stats()
+            assert stats["heartbeat_timeout"] == 15.0
+            assert stats["status"] == "connected"
+            assert stats["connections"][0]["self_id"] == "10001"
+            assert platform.online
+
+
+@pytest.mark.parametrize("message_id", [-(2**31), 2**31 - 1, 2**32 - 1, 0, -1, 2**31])
+async def test_int32_extremes_exact(message_id: int) -> None:
+    base = json.loads(event(lambda e: e.get("message_type") == "private"))
+    base["message_id"] = message_id
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            await peer.send(json.dumps(base))
+            await wait_for(lambda: emitted(platform))
+            (msg,) = emitted(platform)
+            assert msg.content["message_id"] == message_id
+            assert type(msg.content["message_id"]) is int
+            assert msg.dedup_key == (10001, message_id)
+
+
+async def test_malformed_frames_are_counted_and_dropped_link_stays_open() -> None:
+    cfg = OneBotV11Config(port=0, access_token=TOKEN, max_frame_size=4096)
+    good = event(lambda e: e.get("message_type") == "group")
+    with trio.fail_after(10):
+        async with (
+            running(cfg) as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            await peer.send("this is not json {")
+            await peer.send(good)
+            await peer.send("[1, 2, 3]")
+            await peer.send('"just a string"')
+            await peer.send(good.replace('"post_type":"message",', ""))
+            await peer.send(json.dumps({"post_type": 5, "self_id": 1}))
+            await peer.ws.send_message(b"\xff\xfe not utf-8")
+            oversized = json.loads(good)
+            oversized["raw_message"] = "x" * 5000
+            await peer.send(json.dumps(oversized))
+            await peer.send("猫" * 1400)  # 1400 chars but 4200 UTF-8 bytes: oversized
+            await peer.send(good)
+            await wait_for(lambda: len(emitted(platform)) == 2)
+            c = platform.counters
+            assert c["dropped_not_json"] == 2
+            assert c["dropped_not_object"] == 2
+            assert c["dropped_no_post_type"] == 2
+            assert c["dropped_oversized"] == 2
+            assert c["frames_received"] == 10
+            assert [m.content for m in emitted(platform)] == [json.loads(good)] * 2
+            # the link stayed open: a call still works on it
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer.answer, {"ok": 1})
+                assert await platform.call_api("get_status") == {"ok": 1}
+            assert platform.get_connection_stats()["links"] == 1
+
+
+# ---- reverse WebSocket: handshake -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers,query",
+    [
+        (reverse_headers(), ""),
+        (reverse_headers(token="wrong"), ""),
+        (reverse_headers(), "access_token=wrong"),
+        ([*reverse_headers()[:2], (b"Authorization", b"Basic czNjcmV0")], ""),
+    ],
+)
+async def test_reverse_missing_or_wrong_token_is_rejected_401(
+    headers: list[tuple[bytes, bytes]], query: str
+) -> None:
+    with trio.fail_after(10):
+        async with running() as platform:
+            url = f"ws://127.0.0.1:{platform.bound_port}/onebot/v11/ws"
+            if query:
+                url += "?" + query
+            with pytest.raises(trio_websocket.ConnectionRejected) as info:
+                async with open_client_websocket(url, extra_headers=headers):
+                    pass  # pragma: no cover
+            assert info.value.status_code == 401
+            assert platform.counters["handshakes_rejected_auth"] == 1
+            assert not platform.online
+
+
+async def test_reverse_token_in_query_parameter_is_accepted() -> None:
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, query=f"access_token={TOKEN}") as peer,
+        ):
+            await peer.send(EVENTS[0])
+            await wait_for(lambda: emitted(platform))
+            assert platform.online
+
+
+async def test_reverse_unknown_path_and_missing_self_id_rejected() -> None:
+    with trio.fail_after(10):
+        async with running() as platform:
+            base = f"ws://127.0.0.1:{platform.bound_port}"
+            with pytest.raises(trio_websocket.ConnectionRejected) as info:
+                async with open_client_websocket(
+                    base + "/elsewhere", extra_headers=reverse_headers(token=TOKEN)
+                ):
+                    pass  # pragma: no cover
+            assert info.value.status_code == 404
+            with pytest.raises(trio_websocket.ConnectionRejected) as info:
+                async with open_client_websocket(
+                    base + "/onebot/v11/ws",
+                    extra_headers=[(b"Authorization", f"Bearer {TOKEN}".encode())],
+                ):
+                    pass  # pragma: no cover
+            assert info.value.status_code == 400
+
+
+# ---- calls ------------------------------------------------------------------------
+
+
+async def test_call_api_matches_responses_by_echo_out_of_order() -> None:
+    results: dict[str, Any] = {}
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+
+            async def call(action: str) -> None:
+                results[action] = await platform.call_api(action, {"n": action})
+
+            async with trio.open_nursery() as nursery:
+                for action in ("a", "b", "c"):
+                    nursery.start_soon(call, action)
+                actions = [await peer.recv_action() for _ in range(3)]
+                assert len({json.dumps(a["echo"]) for a in actions}) == 3  # unique echo
+                # unmatched responses with non-string echo values: counted, ignored
+                for echo in ({"seq": 2}, 3, [1, "x"], None, "nb-999"):
+                    await peer.send({"status": "ok", "retcode": 0, "data": "bogus", "echo": echo})
+                # answer in reverse order, each with its own echo
+                for a in reversed(actions):
+                    await peer.send(
+                        {"status": "ok", "retcode": 0, "data": a["action"] * 2, "echo": a["echo"]}
+                    )
+            assert results == {"a": "aa", "b": "bb", "c": "cc"}
+            assert platform.counters["responses_unmatched"] == 5
+            assert platform.get_connection_stats()["pending_calls"] == 0
+
+
+async def test_fixture_responses_failed_and_async() -> None:
+    failed = json.loads(RESPONSES[2])
+    async_ = json.loads(RESPONSES[3])
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+
+            async def respond(template: dict[str, Any]) -> None:
+                action = await peer.recv_action()
+                await peer.send({**template, "echo": action["echo"]})
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(respond, failed)
+                with pytest.raises(OneBotActionFailed) as info:
+                    await platform.call_api("send_msg", {"message": "x"})
+            assert info.value.retcode == 100
+            assert "message send failed" in str(info.value)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(respond, async_)
+                assert await platform.call_api("send_msg_async", {}) is None
+
+
+async def test_send_shorthands_and_action_names() -> None:
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            seen: list[dict[str, Any]] = []
+
+            async def serve() -> None:
+                for i in range(3):
+                    seen.append(await peer.answer({"message_id": -(2**31) + i}))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve)
+                r1 = await platform.send(
+                    OutboundMessage(
+                        platform_id="qq",
+                        message_type="group",
+                        content={"group_id": 30001, "message": "pong"},
+                    )
+                )
+                r2 = await platform.send(
+                    OutboundMessage(
+                        platform_id="qq",
+                        message_type="private",
+                        content={"user_id": 20001, "message": "hi"},
+                    )
+                )
+                r3 = await platform.send(
+                    OutboundMessage(
+                        platform_id="qq",
+                        message_type="send_group_msg",
+                        content={"group_id": 1, "message": "m"},
+                    )
+                )
+            assert [s["action"] for s in seen] == ["send_msg", "send_msg", "send_group_msg"]
+            assert seen[0]["params"] == {
+                "group_id": 30001,
+                "message": "pong",
+                "message_type": "group",
+            }
+            assert seen[1]["params"]["message_type"] == "private"
+            assert "message_type" not in seen[2]["params"]
+            assert r1.data == {"message_id": -(2**31)} and r1.platform_id == "qq"
+            assert r2.data == {"message_id": -(2**31) + 1}
+            assert r3.data == {"message_id": -(2**31) + 2} and not r3.buffered
+
+
+async def test_oversized_outbound_fails_that_call_only() -> None:
+    cfg = OneBotV11Config(port=0, access_token=TOKEN, max_frame_size=2048)
+    with trio.fail_after(10):
+        async with (
+            running(cfg) as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            with pytest.raises(FrameTooLarge):
+                await platform.call_api("send_msg", {"message": "猫" * 1000})  # 3000 bytes
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer.answer, 7)
+                assert await platform.call_api("send_msg", {"message": "猫" * 100}) == 7
+            assert platform.counters["calls_failed_oversized"] == 1
+
+
+async def test_call_timeout_and_offline() -> None:
+    with trio.fail_after(10):
+        async with running() as platform:
+            with pytest.raises(PlatformOffline):
+                await platform.call_api("get_status")
+            async with open_reverse_peer(platform.bound_port, token=TOKEN) as peer:
+                with pytest.raises(CallTimeout):
+                    await platform.call_api("get_status", timeout=0.05)
+                await peer.recv_action()
+                assert platform.get_connection_stats()["pending_calls"] == 0
+
+
+async def test_pending_calls_fail_at_once_when_peer_closes() -> None:
+    rec = Recorder()
+    with trio.fail_after(10):
+        async with running(recorder=rec) as platform:
+            errors: list[BaseException] = []
+            async with open_reverse_peer(platform.bound_port, token=TOKEN) as peer:
+
+                async def call(i: int) -> None:
+                    try:
+                        await platform.call_api("get_status", timeout=1000)
+                    except ConnectionClosed as exc:
+                        errors.append(exc)
+
+                async with trio.open_nursery() as nursery:
+                    for i in range(3):
+                        nursery.start_soon(call, i)
+                    for _ in range(3):
+                        await peer.recv_action()
+                    t0 = trio.current_time()
+                    await peer.ws.aclose(1000, "bye")
+            # all three failed, well before their 1000 s timeout
+            assert len(errors) == 3
+            assert trio.current_time() - t0 < 5
+            assert rec.links == ["up", "down"]
+            assert not platform.online
+            stats = platform.get_connection_stats()
+            assert stats["last_close_code"] == 1000
+            assert stats["status"] == "disconnected"
+
+
+async def test_same_self_id_replacement_keeps_sends_working() -> None:
+    rec = Recorder()
+    with trio.fail_after(10):
+        async with running(recorder=rec) as platform:
+            async with open_reverse_peer(platform.bound_port, token=TOKEN) as old:
+                await wait_for(lambda: platform.online)
+                async with open_reverse_peer(platform.bound_port, token=TOKEN) as new:
+                    # the old one is closed by us, with our "replaced" code
+                    with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                        await old.ws.get_message()
+                    assert info.value.reason is not None
+                    assert info.value.reason.code == 4001
+                    await wait_for(lambda: len(platform.get_connection_stats()["connections"]) == 1)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(new.answer, "via-new")
+                        receipt = await platform.send(
+                            OutboundMessage(platform_id="qq", message_type="get_status", content={})
+                        )
+                    assert receipt.data == "via-new"
+                    assert platform.online
+                    assert platform.counters["connections_replaced"] == 1
+                    # the old connection's cleanup did not remove the new one
+                    (conn,) = platform.get_connection_stats()["connections"]
+                    assert conn["generation"] == 2
+            assert rec.links == ["up", "down"]  # no flap while replacing
+
+
+async def test_separate_api_and_event_connections() -> None:
+    with trio.fail_after(10):
+        async with running() as platform:
+            async with open_reverse_peer(platform.bound_port, token=TOKEN, role="Event") as ev_peer:
+                await ev_peer.send(EVENTS[2])
+                await wait_for(lambda: emitted(platform))
+                # an Event connection alone cannot carry calls
+                assert not platform.online
+                with pytest.raises(PlatformOffline):
+                    await platform.call_api("get_status")
+                async with open_reverse_peer(
+                    platform.bound_port, "/onebot/v11/ws/api", token=TOKEN, role="API"
+                ) as api_peer:
+                    await wait_for(lambda: platform.online)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(api_peer.answer, "api")
+                        assert await platform.call_api("get_status") == "api"
+                    # both live: the API connection did not replace the Event one
+                    roles = sorted(
+                        c["role"] for c in platform.get_connection_stats()["connections"]
+                    )
+                    assert roles == ["API", "Event"]
+                    await ev_peer.send(EVENTS[3])
+                    await wait_for(lambda: len(emitted(platform)) == 2)
+
+
+# ---- forward WebSocket ------------------------------------------------------------
+
+
+async def test_forward_dials_with_token_emits_and_calls() -> None:
+    got: list[Peer] = []
+
+    async def on_connect(peer: Peer) -> None:
+        got.append(peer)
+        for frame in EVENTS[:3]:
+            await peer.send(frame)
+        await peer.serve_actions({"fwd": True})
+
+    server = ForwardPeerServer(token=TOKEN, on_connect=on_connect)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            cfg = OneBotV11Config(mode="forward", url=server.url, access_token=TOKEN)
+            async with running(cfg) as platform:
+                await wait_for(lambda: len(emitted(platform)) == 3)
+                assert platform.online
+                assert await platform.call_api("get_status") == {"fwd": True}
+                assert platform.get_connection_stats()["mode"] == "forward"
+            nursery.cancel_scope.cancel()
