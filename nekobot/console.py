@@ -30,6 +30,7 @@ import argparse
 import ast
 import builtins
 import codeop
+import datetime
 import enum
 import hmac
 import inspect
@@ -347,6 +348,7 @@ commands:
   config show V              one version (secrets redacted)
   config diff V1 V2          the difference between two versions
   config rollback V          roll the running bot back to version V
+  config import FILE         validate a TOML file (a path the bot can read), apply it
   py                         async Python REPL: `await` works, `bot` is the bot;
                              `exit` or `quit` leaves it
   exit | quit                end the session
@@ -578,7 +580,7 @@ class _Commands:
         return f"disabled {pid} ({reason})\n"
 
     async def config(self, args: list[str]) -> str:
-        usage = "usage: config history [N] | show V | diff V1 V2 | rollback V"
+        usage = "usage: config history [N] | show V | diff V1 V2 | rollback V | import FILE"
         if not args:
             raise CommandError(usage)
         cvm = self._part("config_version_manager")
@@ -602,6 +604,14 @@ class _Commands:
                 cvm.compare_versions(_version_id(rest[0]), _version_id(rest[1]))
             )
             return _render_diff(diff)
+        if sub == "import" and len(rest) == 1:
+            from .config.schema import load_config
+
+            new_config = await trio.to_thread.run_sync(load_config, rest[0])
+            version = await self.bot.apply_config(
+                new_config, description=f"import of {Path(rest[0]).name}", author="console"
+            )
+            return f"imported and applied {rest[0]}: now {_version_line(version)}\n"
         if sub == "rollback" and len(rest) == 1:
             version = await _maybe_await(
                 cvm.rollback_to_version(_version_id(rest[0]), "rollback from the console")
@@ -611,16 +621,21 @@ class _Commands:
 
 
 def _version_line(v: Any) -> str:
-    if not attrs.has(type(v)) and not isinstance(v, Mapping):
+    to_dict = getattr(v, "to_dict", None)
+    d = to_dict() if callable(to_dict) else _plain(v)
+    if not isinstance(d, Mapping):
         return str(v)
-    d = _plain(v)
-    vid = d.get("version_id", d.get("revision", "?"))
-    parts = [str(vid)]
-    for key in ("created_at", "change_type", "author", "description"):
+    parts = [str(d.get("version_id", d.get("revision", "?")))]
+    created = d.get("created_at")
+    if isinstance(created, int | float):
+        stamp = datetime.datetime.fromtimestamp(created, datetime.UTC)
+        parts.append(stamp.strftime("%Y-%m-%d %H:%M:%SZ"))
+    for key in ("change_type", "author", "description"):
         if d.get(key) not in (None, ""):
-            parts.append(f"{key}={d[key]}")
-    if d.get("parent_id") or d.get("parent"):
-        parts.append(f"parent={d.get('parent_id') or d.get('parent')}")
+            parts.append(str(d[key]))
+    for key, label in (("parent_id", "parent"), ("restored_id", "restores")):
+        if d.get(key):
+            parts.append(f"{label} {d[key]}")
     return "  ".join(parts)
 
 
