@@ -263,12 +263,13 @@ class ConnectionManager:
     * **accepting** (the peer connects to us, e.g. reverse WebSocket): wrap each
       accepted connection in :meth:`serve_link`; the peer does the reconnecting.
 
-    Either way, while a link is up a watchdog checks every
-    ``health_check_interval`` seconds that something arrived within the
-    heartbeat timeout (arrival time on the Trio clock, never timestamps inside
-    frames); when idle for a heartbeat interval it pings (a pong counts as
-    arrival). A silent link is closed with code 4000 and, when dialling,
-    reconnected.
+    Either way, while a link is up a watchdog wakes at the link's deadline
+    (last arrival + heartbeat timeout, arrival time on the Trio clock, never
+    timestamps inside frames) and at least every ``health_check_interval``
+    seconds; once idle for a heartbeat interval (or half the timeout, if
+    shorter) it sends a WebSocket ping, and the pong counts as an arrival. A
+    link silent until its deadline is closed with code 4000 and, when
+    dialling, reconnected.
 
     Args:
         platform_id (str): The platform this link belongs to.
@@ -558,18 +559,26 @@ class ConnectionManager:
 
         async with trio.open_nursery() as nursery:
             while True:
-                await trio.sleep(cfg.health_check_interval)
+                now = trio.current_time()
                 if not link.is_up:
+                    await trio.sleep(cfg.health_check_interval)
                     continue
-                idle = trio.current_time() - link.last_arrival
                 timeout = link.heartbeat_timeout()
-                if idle >= timeout:
-                    await self._declare_dead(link, idle)
+                deadline = link.last_arrival + timeout
+                if now >= deadline:
+                    await self._declare_dead(link, now - link.last_arrival)
                     return
                 interval = link.announced_interval or cfg.heartbeat_interval
-                if link.pinger is not None and not pinging and idle >= min(interval, timeout / 2):
+                ping_at = link.last_arrival + min(interval, timeout / 2)
+                if link.pinger is not None and not pinging and now >= ping_at:
                     pinging = True
                     nursery.start_soon(ping)
+                wake = deadline
+                if link.pinger is not None and not pinging and ping_at < wake:
+                    wake = ping_at
+                # re-check at least every health_check_interval (arrivals move the
+                # deadline); a silent link is caught exactly at its deadline
+                await trio.sleep_until(min(wake, now + cfg.health_check_interval))
 
     async def _declare_dead(self, link: Link, idle: float) -> None:
         link.dead = True
