@@ -6,11 +6,12 @@ record into the monitor without being asked; the HTTP API reads it back.
 How it works:
 
 - **Recording is synchronous and cheap.** :meth:`StatusMonitor.record_message`
-  appends one tuple to the monitor's mailbox (a bounded ``deque``) and wakes the
-  monitor task if it sleeps; it never blocks and never raises when the mailbox
-  is full: it counts a drop instead (``records_dropped``). The monitor task
-  applies the mailbox in batches (window buckets, Prometheus counters grouped
-  per label set). Call these methods from Trio tasks; from a worker thread use
+  appends one tuple to the monitor's mailbox (a bounded ``deque``); it never
+  blocks and never raises when the mailbox is full: it counts a drop instead
+  (``records_dropped``). The monitor task applies the mailbox in batches
+  (window buckets, Prometheus counters grouped per label set): when 512
+  records wait, or when the oldest waiting record is 0.5 s old (Trio clock),
+  whichever is first. Call these methods from Trio tasks; from a worker thread use
   ``trio.from_thread.run_sync``.
 - **Reads are synchronous and exact.** Every getter first applies what is
   still in the mailbox (Trio runs a synchronous call atomically, so nothing
@@ -86,6 +87,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _BUCKETS_PER_WINDOW = 120
+_WAKE_BATCH = 512
+"""Records in the mailbox that wake the monitor task at once."""
+_FLUSH_INTERVAL = 0.5
+"""Seconds (Trio clock) after which the monitor applies a smaller batch anyway."""
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -434,26 +439,34 @@ class StatusMonitor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply recorded batches and evaluate the alert rules every ``alert_interval``.
 
-        Idle, the task is parked (no CPU) until a record arrives or the next
-        evaluation is due (Trio clock). Stops when its scope is cancelled.
+        Idle, the task is parked (no CPU) until 512 records wait, the oldest
+        waiting record is 0.5 s old, or the next evaluation is due (Trio
+        clock); when nothing is recorded it wakes only for the evaluations.
+        Stops when its scope is cancelled.
         """
         self.running = True
         task_status.started()
         interval = self.config.alert_interval
         next_eval = trio.current_time() + interval
+        pending = self._pending
         try:
             while True:
-                if not self._pending:
-                    with trio.move_on_at(next_eval):
-                        await self._lot.park()
-                self._flush()
                 now = trio.current_time()
+                if len(pending) >= _WAKE_BATCH or (
+                    pending and pending[0][0] + _FLUSH_INTERVAL <= now
+                ):
+                    self._flush()
                 if now >= next_eval:
                     await self.evaluate_rules()
                     next_eval += interval
                     now = trio.current_time()
                     if next_eval <= now:
                         next_eval = now + interval
+                deadline = next_eval
+                if pending:
+                    deadline = min(deadline, pending[0][0] + _FLUSH_INTERVAL)
+                with trio.move_on_at(deadline):
+                    await self._lot.park()
         finally:
             self.running = False
 
@@ -524,7 +537,8 @@ class StatusMonitor:
         pending.append(
             (trio.current_time(), platform_id, message_type, latency_ms, success, error_type)
         )
-        if self._lot:
+        n = len(pending)
+        if (n == 1 or n >= _WAKE_BATCH) and self._lot:
             self._lot.unpark()
 
     def record_metric(
