@@ -775,18 +775,15 @@ class _Api:
     @_op(
         "GET",
         "/api/monitor/status",
-        "Overall status: platforms running, degradation, open alerts",
-        returns={"ready": _BOOL, "platforms": _OBJ, "open_alerts": _INT, "isolation": _OBJ},
+        "Overall status: readiness, the monitor's overview, lifecycle and isolation",
+        returns={"ready": _BOOL, "monitor": _OBJ, "platforms": _OBJ, "isolation": _OBJ},
     )
     async def monitor_status(self, request: Request) -> Response:
-        monitor = self.bot.status_monitor
-        lifecycle = self._lifecycle()
-        alerts = monitor.get_alerts(None, include_resolved=False)
         return _ok(
             {
                 "ready": bool(getattr(self.bot, "ready", True)),
-                "platforms": lifecycle,
-                "open_alerts": len(alerts),
+                "monitor": self.bot.status_monitor.get_status(),
+                "platforms": self._lifecycle(),
                 "isolation": self.bot.fault_isolation_manager.get_isolation_status(),
             }
         )
@@ -810,9 +807,9 @@ class _Api:
     @_op(
         "GET",
         "/api/monitor/alerts",
-        "Alerts, newest first",
+        "Alerts, in the order they opened",
         query={
-            "level": ("string", False, "INFO, WARNING, ERROR or CRITICAL (that level and above)"),
+            "level": ("string", False, "Only this level: INFO, WARNING, ERROR or CRITICAL"),
             "include_resolved": ("boolean", False, "Also resolved ones (default false)"),
         },
         returns={"alerts": _ARR},
@@ -922,11 +919,8 @@ class _Api:
         returns={},
     )
     async def metrics(self, request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(
-            generate_latest(self.bot.status_monitor.registry), media_type=CONTENT_TYPE_LATEST
-        )
+        body, content_type = self.bot.status_monitor.exposition()
+        return Response(body, headers={"Content-Type": content_type})
 
     @_op("GET", "/healthz", "Liveness: the API answers", returns={"status": _STR})
     async def healthz(self, request: Request) -> Response:
@@ -1133,7 +1127,7 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = log
     config.graceful_timeout = 1.0
-    app = create_app(bot, cfg)
+    app: Any = create_app(bot, cfg)  # Starlette's ASGI types differ from Hypercorn's
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             functools.partial(hypercorn.trio.serve, app, config, mode="asgi")

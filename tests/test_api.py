@@ -14,7 +14,7 @@ import attrs
 import httpx
 import pytest
 import trio
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.routing import Route
 
 from nekobot.api import create_app, openapi_document, serve_api
@@ -131,6 +131,12 @@ class FakeMonitor:
         self.registry = CollectorRegistry()
         Counter("nekobot_test_events", "a test counter", registry=self.registry).inc()
         self.alerts = {"a1": {"alert_id": "a1", "level": "WARNING", "resolved": False}}
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def get_status(self) -> dict[str, Any]:
+        return {"running": True, "open_alerts": {"WARNING": 1}}
 
     def get_platform_status(self, pid: str) -> dict[str, Any]:
         return {"throughput_last_minute": 0, "healthy": True}
