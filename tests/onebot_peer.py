@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events
 
 from nekobot.platforms.onebot_v11 import open_client_websocket
 
@@ -162,3 +165,66 @@ class ForwardPeerServer:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
+
+
+class SilentForwardServer:
+    """Completes the WebSocket handshake, then never reads or writes again
+    (no frames, no pongs): a hung implementation whose TCP link stays up."""
+
+    def __init__(self) -> None:
+        self.attempts: list[float] = []
+        self.port = 0
+        self.held: list[trio.SocketStream] = []
+
+    async def _handler(self, stream: trio.SocketStream) -> None:
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            ws.receive_data(data)
+            for ev in ws.events():
+                if isinstance(ev, wsproto.events.Request):
+                    self.attempts.append(trio.current_time())
+                    await stream.send_all(ws.send(wsproto.events.AcceptConnection()))
+                    self.held.append(stream)
+                    await trio.sleep_forever()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, self._handler, self.port, host="127.0.0.1")
+            )
+            self.port = listeners[0].socket.getsockname()[1]
+            task_status.started()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+
+async def open_silent_reverse_peer(
+    port: int, path: str = "/onebot/v11/ws", *, token: str | None = None
+) -> trio.SocketStream:
+    """Connect as an implementation, finish the handshake, then go silent.
+
+    Returns the raw stream (the caller closes it)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    await stream.send_all(
+        ws.send(
+            wsproto.events.Request(
+                host=f"127.0.0.1:{port}",
+                target=path,
+                extra_headers=reverse_headers(token=token),
+            )
+        )
+    )
+    while True:
+        data = await stream.receive_some(65536)
+        assert data, "server closed during the handshake"
+        ws.receive_data(data)
+        for ev in ws.events():
+            if isinstance(ev, wsproto.events.AcceptConnection):
+                return stream
+            raise AssertionError(f"handshake refused: {ev!r}")

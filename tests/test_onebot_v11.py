@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
-from nekobot.connection_manager import ConnectionConfig
+from nekobot.connection_manager import ConnectionConfig, ReconnectExhausted
 from nekobot.errors import (
     CallTimeout,
     ConnectionClosed,
@@ -36,8 +37,10 @@ from tests.onebot_peer import (
     RESPONSES,
     ForwardPeerServer,
     Peer,
+    SilentForwardServer,
     event,
     open_reverse_peer,
+    open_silent_reverse_peer,
     reverse_headers,
 )
 
@@ -491,3 +494,229 @@ async def test_forward_dials_with_token_emits_and_calls() -> None:
                 assert await platform.call_api("get_status") == {"fwd": True}
                 assert platform.get_connection_stats()["mode"] == "forward"
             nursery.cancel_scope.cancel()
+
+
+def fwd(url: str, **kw: Any) -> OneBotV11Config:
+    return OneBotV11Config(mode="forward", url=url, **kw)
+
+
+def conn_cfg(**kw: Any) -> ConnectionConfig:
+    base: dict[str, Any] = dict(
+        reconnect_interval=1.0,
+        max_reconnect_interval=16.0,
+        backoff_factor=2.0,
+        jitter=0.0,
+        stable_after=30.0,
+        health_check_interval=5.0,
+        heartbeat_interval=30.0,
+    )
+    base.update(kw)
+    return ConnectionConfig(**base)
+
+
+def rel(times: list[float], t0: float) -> list[float]:
+    return [round(t - t0, 6) for t in times]
+
+
+async def test_forward_exact_backoff_when_every_handshake_fails(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = ForwardPeerServer(reject_status=503)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            t0 = trio.current_time()
+            async with running(fwd(server.url), conn_cfg()) as platform:
+                await trio.sleep(40)
+                # exactly the scheduled attempts, no storm
+                assert rel(server.attempts, t0) == [0, 1, 3, 7, 15, 31]
+                stats = platform.get_connection_stats()
+                assert stats["status"] == "reconnecting"
+                assert "503" in stats["last_error"]
+                assert not platform.online
+            nursery.cancel_scope.cancel()
+
+
+async def test_forward_401_backs_off_to_the_maximum_and_alerts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rec = Recorder()
+    server = ForwardPeerServer(token=TOKEN)
+    with trio.fail_after(200):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            t0 = trio.current_time()
+            cfg = fwd(server.url, access_token="wrong")
+            async with running(cfg, conn_cfg(max_reconnect_interval=60.0), rec):
+                await trio.sleep(130)
+            assert rel(server.attempts, t0) == [0, 60, 120]
+            assert [a[1] for a in rec.alerts] == ["error"] * 3
+            assert all(a[2].startswith("auth failed") and "401" in a[2] for a in rec.alerts)
+            nursery.cancel_scope.cancel()
+
+
+async def test_forward_reconnects_after_the_peer_restarts() -> None:
+    rec = Recorder()
+    server = ForwardPeerServer()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            port = server.port
+            ccfg = conn_cfg(reconnect_interval=0.02, max_reconnect_interval=0.05)
+            async with running(fwd(server.url), ccfg, rec) as platform:
+                await wait_for(lambda: platform.online)
+                assert await platform.call_api("get_status") is None
+                server.stop()  # the implementation goes away (abruptly)
+                await wait_for(lambda: not platform.online)
+                with pytest.raises(PlatformOffline):
+                    await platform.call_api("get_status")
+                await trio.sleep(0.2)  # several refused attempts meanwhile
+                assert platform.get_connection_stats()["status"] == "reconnecting"
+                server2 = ForwardPeerServer()
+                server2.port = port
+                await nursery.start(server2.run)
+                await wait_for(lambda: platform.online)
+                assert await platform.call_api("get_status") is None
+                assert rec.links == ["up", "down", "up"]
+                assert platform.get_connection_stats()["reconnect_count"] >= 2
+            nursery.cancel_scope.cancel()
+
+
+async def test_forward_1000_close_from_the_peer_reconnects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def close_at_once(peer: Peer) -> None:
+        await peer.send(EVENTS[0])
+        await peer.ws.aclose(1000, "bye")
+
+    server = ForwardPeerServer(on_connect=close_at_once)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            t0 = trio.current_time()
+            async with running(fwd(server.url), conn_cfg()) as platform:
+                await trio.sleep(5)
+                # each short-lived link counts as a failure: 1, 2 s apart
+                assert rel(server.attempts, t0) == [0, 1, 3]
+                assert platform.get_connection_stats()["last_close_code"] == 1000
+                assert len(emitted(platform)) == 3
+            nursery.cancel_scope.cancel()
+
+
+async def test_forward_silent_peer_is_detected_and_reconnected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rec = Recorder()
+    server = SilentForwardServer()
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            t0 = trio.current_time()
+            ccfg = conn_cfg(heartbeat_timeout=10.0, health_check_interval=3.0)
+            async with running(fwd(server.url), ccfg, rec) as platform:
+                await trio.sleep(5)
+                assert platform.online  # it looks up...
+                await trio.sleep(10)
+                # ...but nothing arrived for 10 s: closed with 4000 at t=10 (we
+                # do not wait for a dead peer's closing handshake) and
+                # redialled after reconnect_interval
+                assert rel(server.attempts, t0) == [0, 11]
+                stats = platform.get_connection_stats()
+                assert stats["last_close_code"] == 4000
+                assert any(a[2].startswith("heartbeat timeout") for a in rec.alerts)
+            nursery.cancel_scope.cancel()
+
+
+async def test_forward_pending_call_fails_at_once_when_the_peer_closes() -> None:
+    async def close_on_action(peer: Peer) -> None:
+        await peer.recv_action()
+        await peer.ws.aclose(1001, "going away")
+
+    server = ForwardPeerServer(on_connect=close_on_action)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            async with running(fwd(server.url), conn_cfg(reconnect_interval=100)) as platform:
+                await wait_for(lambda: platform.online)
+                with pytest.raises(ConnectionClosed):
+                    await platform.call_api("get_status", timeout=1000)
+                await wait_for(lambda: platform.get_connection_stats()["last_close_code"] == 1001)
+            nursery.cancel_scope.cancel()
+
+
+async def test_forward_max_attempts_fails_the_platform(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = ForwardPeerServer(reject_status=500)
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            platform = OneBotV11Platform(
+                "qq", fwd(server.url), connection=conn_cfg(max_reconnect_attempts=3)
+            )
+            with pytest.raises(ReconnectExhausted):
+                await platform.run()
+            assert len(server.attempts) == 3
+            assert platform.get_connection_stats()["status"] == "error"
+            nursery.cancel_scope.cancel()
+
+
+async def test_forward_starts_while_the_implementation_is_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # nothing listens on this port: run() still reaches started() at once
+    with trio.socket.socket() as s:
+        await s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with trio.fail_after(10):
+        t0 = trio.current_time()
+        async with running(fwd(f"ws://127.0.0.1:{port}/"), conn_cfg()) as platform:
+            assert trio.current_time() == t0
+            assert not platform.online
+            await trio.sleep(2)
+            assert platform.get_connection_stats()["consecutive_failures"] >= 1
+
+
+# ---- reverse: liveness, port reuse ------------------------------------------------
+
+
+async def test_reverse_silent_peer_is_closed_at_the_heartbeat_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rec = Recorder()
+    ccfg = conn_cfg(heartbeat_timeout=10.0, health_check_interval=3.0)
+    with trio.fail_after(100):
+        async with running(connection=ccfg, recorder=rec) as platform:
+            stream = await open_silent_reverse_peer(platform.bound_port, token=TOKEN)
+            try:
+                await wait_for(lambda: platform.online)
+                await trio.sleep(9.5)
+                assert platform.online
+                await trio.sleep(2)
+                assert not platform.online
+                stats = platform.get_connection_stats()
+                assert stats["links"] == 0 and stats["last_close_code"] == 4000
+                assert rec.links == ["up", "down"]
+                # the implementation reconnects (its job in reverse mode) and is served
+                async with open_reverse_peer(platform.bound_port, token=TOKEN) as peer:
+                    await peer.send(EVENTS[1])
+                    await wait_for(lambda: emitted(platform))
+                    assert platform.online
+            finally:
+                await stream.aclose()
+
+
+async def test_reverse_port_is_released_on_stop() -> None:
+    with trio.fail_after(10):
+        async with running() as first:
+            port = first.bound_port
+            async with open_reverse_peer(port, token=TOKEN) as peer:
+                await peer.send(EVENTS[0])
+                await wait_for(lambda: emitted(first))
+        # a new instance (hot reconfiguration) binds the same port at once
+        cfg = OneBotV11Config(port=port, access_token="new-token")
+        async with running(cfg) as second:
+            assert second.bound_port == port
+            async with open_reverse_peer(port, token="new-token") as peer:
+                await peer.send(EVENTS[0])
+                await wait_for(lambda: emitted(second))
