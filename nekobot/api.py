@@ -129,17 +129,24 @@ def _error_response(exc: BaseException, max_body_size: int) -> Response:
 
 
 def to_jsonable(value: Any) -> Any:
-    """A JSON-able copy of a snapshot: attrs/dataclass instances become objects,
-    enums their name, non-finite floats strings (``"inf"``)."""
+    """A JSON-able copy of a snapshot: the object's own ``to_dict()`` when it has
+    one, else attrs/dataclass instances become objects; an ``IntEnum`` becomes
+    its name (``"WARNING"``), another enum its value (``"running"``);
+    non-finite floats become strings (``"inf"``)."""
     if value is None or isinstance(value, bool | int | str):
         return value
-    if isinstance(value, enum.Enum):
+    if isinstance(value, enum.IntEnum):
         return value.name
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict) and not isinstance(value, type):
+        return to_jsonable(to_dict())  # the part's own JSON form
     if attrs.has(type(value)):
         return {
-            f.name.lstrip("_"): to_jsonable(getattr(value, f.name))
+            f.name: to_jsonable(getattr(value, f.name))
             for f in attrs.fields(type(value))
             if not f.name.startswith("_")
         }
@@ -151,9 +158,6 @@ def to_jsonable(value: Any) -> Any:
         return value.decode("utf-8", "replace")
     if isinstance(value, list | tuple | set | frozenset | collections.deque):
         return [to_jsonable(v) for v in value]
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        return to_jsonable(to_dict())
     try:
         return [to_jsonable(v) for v in iter(value)]
     except TypeError:

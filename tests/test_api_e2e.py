@@ -1,0 +1,130 @@
+"""End to end: a real bot (``open_nekobot``) with its HTTP API on 127.0.0.1 port 0.
+
+Add a platform over the API, see it running, disable it, see it disabled by a
+person in the isolation status, roll the config back, diff two versions.
+Policy: loopback only, port 0, ``trio.fail_after`` around the whole test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from nekobot.app import open_nekobot
+from nekobot.platforms.base import OutboundMessage, PlatformActor, SendReceipt
+
+TOKEN = "e2e-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@attrs.frozen(kw_only=True)
+class TinyConfig:
+    greeting: str = "hi"
+
+
+class TinyPlatform(PlatformActor):
+    """Online at once; runs until cancelled."""
+
+    platform_type = "tiny"
+    config_class = TinyConfig
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.set_online()
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        return SendReceipt(platform_id=self.platform_id, message_key=message.message_key)
+
+
+TINY = f"{__name__}:TinyPlatform"
+
+
+async def test_operate_a_running_bot_over_http(tmp_path: Path) -> None:
+    config = {
+        "bot": {"data_dir": str(tmp_path), "shutdown_timeout": 2.0},
+        "api": {"enable": True, "host": "127.0.0.1", "port": 0, "token": TOKEN},
+    }
+    with trio.fail_after(30):
+        async with open_nekobot(config) as bot:
+            assert bot.api_port
+            base = f"http://127.0.0.1:{bot.api_port}"
+            async with httpx.AsyncClient(base_url=base, headers=AUTH) as api:
+
+                async def call(method: str, path: str, status: int = 200, **kw: Any) -> Any:
+                    r = await api.request(method, path, **kw)
+                    assert r.status_code == status, (method, path, r.text)
+                    return r.json()
+
+                async with httpx.AsyncClient(base_url=base) as anonymous:
+                    assert (await anonymous.get("/readyz")).status_code == 200
+                    assert (await anonymous.get("/api/fault/isolation")).status_code == 401
+                assert (await call("GET", "/api/config/versions"))["current"] == "v1"
+
+                # add a platform over the API
+                added = await call(
+                    "POST",
+                    "/api/runtime/platforms",
+                    201,
+                    json={
+                        "platform_id": "tiny",
+                        "platform_config": {"type": TINY, "greeting": "hello"},
+                        "base_revision": 1,
+                    },
+                )
+                assert added["revision"] == 2
+                life = await call("GET", "/api/runtime/lifecycle", params={"platform_id": "tiny"})
+                assert life["platforms"]["tiny"]["state"] == "running"
+                assert bot.runtime_manager.get_platform_actor("tiny") is not None
+
+                # disable it by hand: stopped, and shown as disabled by a person
+                await call(
+                    "POST",
+                    "/api/fault/platform/disable",
+                    json={"platform_id": "tiny", "reason": "maintenance"},
+                )
+                iso = (await call("GET", "/api/fault/isolation"))["isolation"]
+                tiny = iso["platforms"]["tiny"]
+                assert tiny["manually_disabled"] is True
+                assert tiny["disabled_by"] == "api"
+                assert tiny["disabled_reason"] == "maintenance"
+                life = await call("GET", "/api/runtime/lifecycle", params={"platform_id": "tiny"})
+                assert life["platforms"]["tiny"]["state"] == "disabled"
+
+                # roll the config back to before the platform existed
+                history = await call("GET", "/api/config/versions")
+                ids = [v["version_id"] for v in history["versions"]]
+                assert ids[-1] == "v1" and "v2" in ids
+                rolled = await call(
+                    "POST", "/api/config/rollback", json={"version_id": "v1", "description": "undo"}
+                )
+                version = rolled["version"]
+                assert version["change_type"] == "rollback"
+                assert version["restored_id"] == "v1"
+                assert version["parent_id"] == history["current"]
+                assert "tiny" not in bot.runtime_manager.platform_configs
+                await call("GET", "/api/runtime/lifecycle", 404, params={"platform_id": "tiny"})
+                assert (await call("GET", "/api/runtime/lifecycle"))["platforms"] == {}
+
+                # diff two versions: the platform's section went away, secrets stay hidden
+                diff = await call(
+                    "GET", "/api/config/diff", params={"from": "v2", "to": version["version_id"]}
+                )
+                assert {"op": "remove", "path": "/platforms/tiny"} in diff["patch"]
+                assert "-[platforms.tiny]" in diff["diff"]
+                shown = await call("GET", "/api/config/versions", params={"version_id": "v2"})
+                assert shown["versions"][0]["config"]["api"]["token"] == "***"
+                assert TOKEN not in str(diff) + str(shown)
+
+                # stale check-and-set is refused
+                stale = {
+                    "platform_id": "tiny",
+                    "platform_config": {"type": TINY},
+                    "base_revision": 1,
+                }
+                await call("POST", "/api/runtime/platforms", 409, json=stale)
+                assert "t2" not in bot.runtime_manager.platform_configs
