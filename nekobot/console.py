@@ -355,6 +355,16 @@ commands:
 """
 
 
+_ACTOR_ATTRS = (
+    "status_monitor",
+    "message_buffer",
+    "message_router",
+    "fault_isolation_manager",
+    "runtime_manager",
+    "config_version_manager",
+)
+
+
 def _version_id(text: str) -> str:
     return f"v{text}" if text.isdigit() else text
 
@@ -480,29 +490,40 @@ class _Commands:
     async def actors(self, args: list[str]) -> str:
         self._no_args(args, "actors")
         rows = []
-        for attr in (
-            "status_monitor",
-            "message_buffer",
-            "message_router",
-            "fault_isolation_manager",
-            "runtime_manager",
-            "config_version_manager",
-        ):
+        for attr in _ACTOR_ATTRS:
             part = getattr(self.bot, attr, None)
-            stats_fn = getattr(part, "mailbox_statistics", None)
-            if stats_fn is None:
+            if part is None:
                 continue
-            st = stats_fn()
-            mean = st.received_total / st.batches_total if st.batches_total else 0.0
-            cap = "inf" if st.capacity == math.inf else str(int(st.capacity))
             running = getattr(part, "running", None)
-            rows.append(
-                f"{attr:<24} {st.name:<16} depth {st.depth}/{cap}  received {st.received_total}"
-                f"  batches {st.batches_total} (mean {mean:.1f})  senders waiting"
-                f" {st.senders_waiting}" + ("" if running is None else f"  running {running}")
-            )
+            tail = "" if running is None else f"  running {running}"
+            stats_fn = getattr(part, "mailbox_statistics", None)
+            if callable(stats_fn):
+                st = stats_fn()
+                mean = st.received_total / st.batches_total if st.batches_total else 0.0
+                cap = "inf" if st.capacity == math.inf else str(int(st.capacity))
+                rows.append(
+                    f"{attr:<24} mailbox {st.depth}/{cap}  received {st.received_total}"
+                    f"  batches {st.batches_total} (mean {mean:.1f})"
+                    f"  senders waiting {st.senders_waiting}{tail}"
+                )
+            elif attr == "message_router" and hasattr(part, "get_stats"):
+                st = part.get_stats()
+                rows.append(
+                    f"{attr:<24} queue {st.queued}  in flight {st.in_flight}"
+                    f"  retry waiting {st.retry_waiting}  received {st.received}"
+                    f"  processed {st.processed}  failed {st.failed}{tail}"
+                )
+            elif attr == "status_monitor" and hasattr(part, "get_status"):
+                # The monitor's mailbox is a deque of records (read before a
+                # getter applies it).
+                pending = len(getattr(part, "_pending", ()))
+                st = part.get_status()
+                rows.append(
+                    f"{attr:<24} mailbox {pending}  applied {st.records_applied}"
+                    f"  dropped {st.records_dropped}  rule errors {st.rule_errors}{tail}"
+                )
         if not rows:
-            return "no actors with a mailbox\n"
+            return "no actors\n"
         return "\n".join(rows) + "\n"
 
     async def platforms(self, args: list[str]) -> str:
@@ -531,8 +552,12 @@ class _Commands:
         pid = self._platform_id(args, "faults [ID]") if args else None
         records = await _maybe_await(fi.get_fault_records(pid))
         status = await _maybe_await(fi.get_isolation_status())
-        if pid is not None and isinstance(status, Mapping):
-            status = status.get(pid, status)
+        if pid is not None:
+            per_platform = getattr(status, "platforms", None)
+            if isinstance(per_platform, Mapping):
+                status = per_platform.get(pid)
+            elif isinstance(status, Mapping):
+                status = status.get(pid, status)
         return _render({"records": records, "isolation": status}) + "\n"
 
     async def router(self, args: list[str]) -> str:
@@ -715,6 +740,8 @@ class _Session:
                 nursery.start_soon(self._read_lines, send, session_scope)
                 try:
                     await self._serve(recv)
+                except _SessionEnd:
+                    pass
                 finally:
                     nursery.cancel_scope.cancel()
 
@@ -819,14 +846,20 @@ class _ConsoleServer:
         try:
             async with stream:
                 await _Session(self, stream).run()
-        except _SessionEnd:
-            pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        except Exception:
-            log.exception("console session failed")
+        except Exception as exc:
+            if not _client_gone(exc):
+                log.exception("console session failed")
         finally:
             self.sessions -= 1
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every leaf of a group) only says the client went away."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_gone(e) for e in exc.exceptions)
+    return isinstance(
+        exc, _SessionEnd | trio.BrokenResourceError | trio.ClosedResourceError | OSError
+    )
 
 
 async def _unix_listener(path: str) -> trio.SocketListener:

@@ -1,0 +1,344 @@
+"""The debug console (nekobot/console.py) against a real bot.
+
+Policy: loopback TCP on port 0 (or a Unix socket under tmp_path); every test
+runs under a Trio-clock ``fail_after`` so a bug fails fast instead of hanging.
+The platform is :class:`TinyPlatform` below, found by its import path
+``tests.test_console:TinyPlatform``; it counts its starts, so a restart shows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from nekobot.app import open_nekobot
+from nekobot.config.schema import ConsoleConfig
+from nekobot.console import AUTH_FAILED, PROMPT, PY_MORE, PY_PROMPT, serve_console
+from nekobot.errors import ConfigError
+from nekobot.platforms.base import OutboundMessage, PlatformActor, SendReceipt
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "console-token-1234"
+API_SECRET = "api-secret-never-shown"
+QQ_SECRET = "qq-access-token-never-shown"
+
+
+@attrs.frozen(kw_only=True)
+class TinyConfig:
+    label: str = "tiny"
+    access_token: str | None = None
+
+
+class TinyPlatform(PlatformActor):
+    """Online at once; counts starts per platform id; runs until cancelled."""
+
+    platform_type = "tiny"
+    config_class = TinyConfig
+    starts: ClassVar[dict[str, int]] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.starts[self.platform_id] = self.starts.get(self.platform_id, 0) + 1
+        await self.set_online()
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.online = False
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        self.require_online()
+        return SendReceipt(platform_id=self.platform_id, message_key=message.message_key)
+
+
+TINY = f"{__name__}:TinyPlatform"
+
+
+def bot_config(tmp_path: Path, **console: Any) -> dict[str, Any]:
+    return {
+        "bot": {
+            "name": "console-test",
+            "data_dir": str(tmp_path / "data"),
+            "shutdown_timeout": 2.0,
+        },
+        "api": {"token": API_SECRET},
+        "console": {"enable": True, "port": 0, **console},
+        "platforms": {
+            "qq": {"type": TINY, "label": "qq", "access_token": QQ_SECRET},
+            "tg": {"type": TINY, "label": "tg"},
+        },
+    }
+
+
+class Client:
+    """A line client that reads each answer up to the next prompt."""
+
+    PROMPTS = (PROMPT.encode(), PY_PROMPT.encode(), PY_MORE.encode())
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    @classmethod
+    async def connect(cls, address: Any, token: str | None = None) -> Client:
+        if isinstance(address, str):
+            stream = await trio.open_unix_socket(address)
+        else:
+            stream = await trio.open_tcp_stream(*address)
+        client = cls(stream)
+        if token is not None:
+            await stream.send_all(token.encode() + b"\n")
+        return client
+
+    async def answer(self) -> str:
+        while not self.buf.endswith(self.PROMPTS):
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError(self.buf.decode())
+            self.buf += data
+        text, self.buf = self.buf.decode(), b""
+        return text
+
+    async def cmd(self, line: str) -> str:
+        await self.stream.send_all(line.encode() + b"\n")
+        return await self.answer()
+
+    async def read_all(self) -> str:
+        while data := await self.stream.receive_some(65536):
+            self.buf += data
+        text, self.buf = self.buf.decode(), b""
+        return text
+
+
+@pytest.fixture(autouse=True)
+async def _deadline() -> AsyncIterator[None]:
+    with trio.fail_after(20):
+        yield
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[Any]:
+    TinyPlatform.starts.clear()
+    async with open_nekobot(bot_config(tmp_path)) as b:
+        yield b
+
+
+@pytest.fixture
+async def console(bot: Any) -> AsyncIterator[Client]:
+    client = await Client.connect(bot.console_address)
+    assert "type 'help'" in await client.answer()
+    async with client.stream:
+        yield client
+
+
+def _session_tasks(tree: str) -> int:
+    return tree.count("_Session._read_lines")
+
+
+# --------------------------------------------------------------------------
+
+
+async def test_started_value_is_the_bound_loopback_address(bot: Any) -> None:
+    host, port = bot.console_address
+    assert host == "127.0.0.1" and port > 0
+
+
+async def test_tree_shows_the_platforms_tasks(console: Client) -> None:
+    tree = await console.cmd("tree")
+    assert "nekobot.platforms" in tree and "nekobot.router" in tree
+    assert "[platform qq (tiny, online)]" in tree
+    assert "[platform tg (tiny, online)]" in tree
+    # Platforms are drawn below the platform supervisor.
+    lines = tree.splitlines()
+    sup = next(i for i, line in enumerate(lines) if "nekobot.platforms" in line)
+    qq = next(i for i, line in enumerate(lines) if "[platform qq" in line)
+    indent = len(lines[sup]) - len(lines[sup].lstrip())
+    assert qq > sup and len(lines[qq]) - len(lines[qq].lstrip()) > indent
+
+
+async def test_py_restarts_a_platform_with_top_level_await(bot: Any, console: Client) -> None:
+    before = bot.runtime_manager.get_platform_actor("qq")
+    assert TinyPlatform.starts["qq"] == 1
+    assert (await console.cmd("py")).endswith(PY_PROMPT)
+    out = await console.cmd('await bot.runtime_manager.restart_platform("qq")')
+    assert "Traceback" not in out, out
+    assert TinyPlatform.starts == {"qq": 2, "tg": 1}
+    after = bot.runtime_manager.get_platform_actor("qq")
+    assert after is not before and after.online
+    # The REPL keeps its namespace and shows results.
+    assert (await console.cmd('a = bot.runtime_manager.get_platform_actor("qq")')) == PY_PROMPT
+    assert (await console.cmd("a.online, TinyCount")).startswith("Traceback")
+    assert "True" in await console.cmd("a.online")
+    assert "left py mode" in await console.cmd("exit")
+    assert "[platform qq (tiny, online)]" in await console.cmd("tree")
+
+
+async def test_py_blocks_exceptions_and_print(console: Client) -> None:
+    await console.cmd("py")
+    assert await console.cmd("for i in range(2):") == PY_MORE
+    assert await console.cmd("    print('line', i)") == PY_MORE
+    assert await console.cmd("") == "line 0\nline 1\n" + PY_PROMPT
+    err = await console.cmd("1 / 0")
+    assert "ZeroDivisionError: division by zero" in err and err.endswith(PY_PROMPT)
+    assert "SyntaxError" in await console.cmd("def (")
+    assert "4" in await console.cmd("await trio.sleep(0) or 2 + 2")
+    assert "left py mode" in await console.cmd("quit")
+    assert "commands:" in await console.cmd("help")
+
+
+async def test_refused_commands_keep_the_session(console: Client) -> None:
+    assert "error: unknown command 'frobnicate'" in await console.cmd("frobnicate")
+    assert "error: unknown platform 'nope'" in await console.cmd("restart nope")
+    assert "error: usage: restart ID" in await console.cmd("restart")
+    assert "error: bad syntax" in await console.cmd("where 'unclosed")
+    assert "error: no task" in await console.cmd("where no-such-task")
+    assert "error:" in await console.cmd("config diff v1 v99")
+    assert "error: usage: faults [ID]" in await console.cmd("faults a b")
+    # Still serving.
+    assert '"qq"' in await console.cmd("platforms")
+
+
+async def test_inspection_commands_answer(bot: Any, console: Client) -> None:
+    ps = await console.cmd("ps")
+    assert "WAITS IN" in ps and "[platform qq" in ps
+    qq_id = next(line.split()[0] for line in ps.splitlines() if "[platform qq" in line)
+    where = await console.cmd(f"where {qq_id}")
+    assert "test_console.py" in where and "sleep_forever" in where
+    actors = await console.cmd("actors")
+    assert "message_router" in actors and "queue 0" in actors
+    assert "message_buffer" in actors and "mailbox 0/" in actors
+    platforms = await console.cmd("platforms")
+    assert '"online": true' in platforms and '"type": "' + TINY + '"' in platforms
+    for command in ("faults", "faults qq", "router", "buffer", "alerts", "config history"):
+        answer = await console.cmd(command)
+        assert not answer.startswith("error"), (command, answer)
+    assert "v1" in await console.cmd("config history")
+
+
+async def test_stop_start_disable_enable_go_through_the_bot(bot: Any, console: Client) -> None:
+    assert "stop: qq done" in await console.cmd("stop qq")
+    assert bot.runtime_manager.get_platform_actor("qq") is None or not (
+        bot.runtime_manager.get_platform_actor("qq").online
+    )
+    assert "start: qq done" in await console.cmd("start qq")
+    assert TinyPlatform.starts["qq"] == 2
+    assert "disabled qq" in await console.cmd("disable qq maintenance window")
+    assert "enabled qq" in await console.cmd("enable qq")
+
+
+async def test_secrets_are_redacted_everywhere(console: Client) -> None:
+    outputs = [await console.cmd("config show v1"), await console.cmd("platforms")]
+    await console.cmd("py")
+    outputs.append(await console.cmd("bot.config"))
+    outputs.append(await console.cmd("print(bot.config.api.token)"))
+    text = "".join(outputs)
+    assert API_SECRET not in text and QQ_SECRET not in text
+    assert "***" in text
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "close"])
+async def test_a_client_leaving_mid_command_never_affects_the_bot(
+    bot: Any, reset: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = trio.Event()
+    bot.console_test_gate = gate
+    leaver = await Client.connect(bot.console_address)
+    await leaver.answer()
+    await leaver.cmd("py")
+    await leaver.stream.send_all(b"await bot.console_test_gate.wait(); print('x' * 1000000)\n")
+    await trio.testing.wait_all_tasks_blocked()
+    # Leave while the command runs: reset the connection (RST), or close it
+    # (FIN; then the 1 MB answer hits a closed socket).
+    if reset:
+        linger = struct.pack("ii", 1, 0)
+        leaver.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    await leaver.stream.aclose()
+    gate.set()
+    other = await Client.connect(bot.console_address)
+    await other.answer()
+    for _ in range(100):
+        tree = await other.cmd("tree")
+        if _session_tasks(tree) == 1:
+            break
+        await trio.testing.wait_all_tasks_blocked()
+    assert _session_tasks(tree) == 1, tree
+    assert "[platform qq (tiny, online)]" in tree
+    assert bot.runtime_manager.get_platform_actor("qq").online
+    await other.stream.aclose()
+    # The session ended quietly: leaving is not an error of the console.
+    assert not [r for r in caplog.records if r.name == "nekobot.console" and r.levelno >= 40]
+
+
+async def test_half_closed_client_gets_every_answer(bot: Any) -> None:
+    client = await Client.connect(bot.console_address)
+    async with client.stream:
+        await client.stream.send_all(b"help\nnope\nplatforms\n")
+        await client.stream.send_eof()
+        text = await client.read_all()
+    assert "commands:" in text and "error: unknown command 'nope'" in text and '"tg"' in text
+
+
+async def test_token_is_required_and_checked(tmp_path: Path) -> None:
+    async with open_nekobot(bot_config(tmp_path, token=TOKEN)) as b:
+        wrong = await Client.connect(b.console_address, token="wrong")
+        async with wrong.stream:
+            assert (await wrong.read_all()).startswith(AUTH_FAILED)
+        none = await Client.connect(b.console_address)
+        async with none.stream:
+            await none.stream.send_all(b"help\n")  # a command instead of the token
+            assert (await none.read_all()).startswith(AUTH_FAILED)
+        good = await Client.connect(b.console_address, token=TOKEN)
+        assert "type 'help'" in await good.answer()
+        assert '"qq"' in await good.cmd("platforms")
+        assert TOKEN not in await good.cmd("config show v1")
+        await good.stream.aclose()
+
+
+async def test_non_loopback_host_without_token_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"console\.token"):
+        await serve_console(object(), ConsoleConfig(host="0.0.0.0", port=0))
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
+async def test_unix_socket_is_private_and_removed(tmp_path: Path) -> None:
+    path = str(tmp_path / "console.sock")
+    async with open_nekobot(bot_config(tmp_path, unix_socket=path)) as b:
+        assert b.console_address == path
+        assert stat.S_IMODE((await trio.Path(path).stat()).st_mode) == 0o600
+        client = await Client.connect(path)
+        await client.answer()
+        assert "[platform tg" in await client.cmd("tree")
+        await client.stream.aclose()
+    assert not await trio.Path(path).exists()
+
+
+async def test_nekobot_console_cli_relays_piped_stdin(bot: Any) -> None:
+    host, port = bot.console_address
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nekobot", "console", "--host", host, "--port", str(port)],
+            input="platforms\nnope\npy\n6 * 7\n",
+            capture_output=True,
+            text=True,
+            timeout=15,
+            env=env,
+        )
+
+    done = await trio.to_thread.run_sync(run)
+    assert done.returncode == 0, done.stderr
+    assert '"qq"' in done.stdout and "error: unknown command 'nope'" in done.stdout
+    assert "42" in done.stdout
+    assert bot.runtime_manager.get_platform_actor("qq").online
