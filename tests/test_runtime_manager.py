@@ -1,0 +1,334 @@
+"""Tests of nekobot.runtime_manager with fake platforms (tests/platform_fakes.py).
+
+Policy: no network (ports are simulated); the ``autojump_clock`` fixture for
+everything about time, exact Trio-clock schedules; no real sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from nekobot.config.schema import FaultIsolationConfig, SupervisorConfig
+from nekobot.errors import ConfigError, InvalidRequest, PlatformExists, PlatformNotFound
+from nekobot.fault_isolation import FaultIsolation
+from nekobot.runtime_manager import (
+    PlatformLifecycleStatus,
+    PlatformStartError,
+    PlatformState,
+    RuntimeManager,
+)
+
+from .platform_fakes import TYPE, FakeMonitor, World, config
+
+SUP = SupervisorConfig(
+    backoff_min=1.0, backoff_max=8.0, jitter=0.0, backoff_reset=10.0, max_restarts=5, period=60.0
+)
+
+
+@asynccontextmanager
+async def running_rm(
+    world: World,
+    *,
+    sup: SupervisorConfig = SUP,
+    fi_cfg: FaultIsolationConfig | None = None,
+    monitor: Any = None,
+) -> AsyncIterator[RuntimeManager]:
+    fi = FaultIsolation.from_config(fi_cfg or FaultIsolationConfig(), monitor=monitor)
+    rm = RuntimeManager.from_config(
+        sup, fault_isolation=fi, platform_factory=world.factory, monitor=monitor
+    )
+    async with trio.open_nursery() as n:
+        await n.start(rm.run)
+        yield rm
+        n.cancel_scope.cancel()
+
+
+def status(rm: RuntimeManager, pid: str) -> PlatformLifecycleStatus:
+    st = rm.get_platform_lifecycle_status(pid)
+    assert isinstance(st, PlatformLifecycleStatus)
+    return st
+
+
+async def test_lifecycle(autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    monitor = FakeMonitor()
+    async with running_rm(world, monitor=monitor) as rm:
+        await rm.load({"a": config(), "b": config(enabled=False)})
+        assert status(rm, "a").state is PlatformState.RUNNING
+        assert status(rm, "b").state is PlatformState.STOPPED  # enabled = false: added, not started
+        assert rm.get_platform_actor("b") is None
+        first = rm.get_platform_actor("a")
+        assert first is not None and first.online
+
+        await trio.sleep(1.0)
+        st = await rm.stop_platform("a")
+        assert st.state is PlatformState.STOPPED and st.since_clock == 1.0
+        assert rm.get_platform_actor("a") is None
+        assert world.events("a", "exit") == [1.0]
+
+        st = await rm.start_platform("a")
+        assert st.state is PlatformState.RUNNING
+        second = rm.get_platform_actor("a")
+        assert second is not None and second is not first  # a new instance every run
+        assert (await rm.start_platform("a")).state is PlatformState.RUNNING  # idempotent
+
+        st = await rm.restart_platform("a")
+        assert st.state is PlatformState.RUNNING and st.restart_count == 1
+        assert rm.get_platform_actor("a") not in (first, second)
+
+        all_st = rm.get_platform_lifecycle_status()
+        assert isinstance(all_st, dict) and set(all_st) == {"a", "b"}
+        assert all_st["a"].to_dict()["state"] == "running"
+
+        for call in (rm.start_platform, rm.stop_platform, rm.restart_platform, rm.remove_platform):
+            with pytest.raises(PlatformNotFound):
+                await call("nope")
+        with pytest.raises(PlatformNotFound):
+            rm.get_platform_lifecycle_status("nope")
+        with pytest.raises(PlatformExists):
+            await rm.add_platform("a", config())
+        with pytest.raises(InvalidRequest):
+            await rm.add_platform("bad id!", config())
+
+        await rm.remove_platform("a")
+        assert "a" not in rm.platform_configs
+        assert world.alive["a"] == 0
+    assert ("a", True) in monitor.states and monitor.states[-1] == ("a", False)
+
+
+async def test_start_returns_when_started_and_fails_clearly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.add_platform("slow", config(start_delay=2.5), auto_start=False)
+        t0 = trio.current_time()
+        st = await rm.start_platform("slow")
+        assert trio.current_time() - t0 == 2.5
+        assert st.state is PlatformState.RUNNING and world.events("slow", "up") == [2.5]
+
+        with pytest.raises(PlatformStartError, match="'bad' failed to start: RuntimeError") as info:
+            await rm.add_platform("bad", {"type": TYPE, "fail_start": True, "label": "x"})
+        assert isinstance(info.value.__cause__, RuntimeError)
+        st = status(rm, "bad")
+        assert st.state is PlatformState.ERROR
+        assert st.last_error == "RuntimeError: bad: bad config x"
+        await trio.sleep(60.0)
+        assert status(rm, "bad").state is PlatformState.ERROR  # a failed request is not retried
+
+
+async def test_dict_config_errors_name_the_key_path() -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        with pytest.raises(ConfigError) as info:
+            await rm.add_platform(
+                "q", {"type": TYPE, "port": "x", "connection": {"reconnect_interval": -1}}
+            )
+        problems = "\n".join(info.value.problems)
+        assert "platforms.q.port: expected int, got 'x'" in problems
+        assert "platforms.q.connection" in problems
+        assert "q" not in rm.platform_configs
+
+
+async def test_calls_on_one_platform_are_serialised(autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.add_platform("a", config(start_delay=1.0, port=7000))
+        order: list[str] = []
+
+        async def op(name: str, fn: Any) -> None:
+            await fn("a")
+            order.append(f"{name}@{trio.current_time()}")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(op, "restart1", rm.restart_platform)
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(op, "stop", rm.stop_platform)
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(op, "restart2", rm.restart_platform)
+        # each call waited for the previous one; never two instances at once
+        assert order == ["restart1@2.0", "stop@2.0", "restart2@3.0"]
+        assert world.max_alive["a"] == 1
+        assert status(rm, "a").state is PlatformState.RUNNING
+        assert "crash" not in [ev for _, ev, _, _ in world.log]  # no "address in use"
+
+
+async def test_update_builds_a_new_instance_after_the_old_one_is_gone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    hook: list[str] = []
+    async with running_rm(world) as rm:
+
+        async def on_change(description: str) -> None:
+            hook.append(description)
+
+        rm.set_change_hook(on_change)
+        await rm.load({"a": config(port=8000, label="old")})
+        assert hook == []  # load is the initial config, not a change
+        old = rm.get_platform_actor("a")
+        await trio.sleep(1.0)
+        st = await rm.update_platform_config("a", {"label": "new"})
+        assert st.state is PlatformState.RUNNING and st.config_revision == 2
+        new = rm.get_platform_actor("a")
+        assert new is not None and new is not old and new.config.label == "new"
+        # same port: the old instance was gone before the new one bound it
+        assert [(ev, lbl) for t, ev, _, lbl in world.log if t == 1.0] == [
+            ("exit", "old"),
+            ("start", "new"),
+            ("up", "new"),
+        ]
+        assert hook == ["update platform a: label"]
+        # an update that changes nothing is not a change
+        await rm.update_platform_config("a", {"label": "new"})
+        assert hook == ["update platform a: label"]
+        assert rm.platform_configs["a"].settings.label == "new"
+        with pytest.raises(ConfigError, match="platforms.a.port: expected int"):
+            await rm.update_platform_config("a", {"port": "80"})
+        assert status(rm, "a").config_revision == 2
+        # stored only, used at the next start
+        await rm.update_platform_config("a", {"label": "later"}, apply_immediately=False)
+        assert rm.get_platform_actor("a") is new
+        await rm.restart_platform("a")
+        assert rm.get_platform_actor("a").config.label == "later"  # type: ignore[union-attr]
+
+
+async def test_update_that_fails_to_start_rolls_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    hook: list[str] = []
+    async with running_rm(world) as rm:
+
+        async def on_change(description: str) -> None:
+            hook.append(description)
+
+        rm.set_change_hook(on_change)
+        await rm.add_platform("a", config(port=9000, label="good"))
+        with pytest.raises(PlatformStartError, match="bad config broken"):
+            await rm.update_platform_config("a", {"label": "broken", "fail_start": True})
+        st = status(rm, "a")
+        assert st.state is PlatformState.RUNNING
+        assert st.config_revision == 1
+        assert rm.platform_configs["a"] == config(port=9000, label="good")
+        assert rm.get_platform_actor("a").config.label == "good"  # type: ignore[union-attr]
+        assert [(ev, lbl) for _, ev, _, lbl in world.log] == [
+            ("start", "good"),
+            ("up", "good"),
+            ("exit", "good"),
+            ("start", "broken"),
+            ("start", "good"),
+            ("up", "good"),
+        ]
+        assert hook == ["add platform a"]  # the rolled-back update is not recorded
+
+
+async def test_enabled_flag_in_updates(autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.add_platform("a", config())
+        st = await rm.update_platform_config("a", {"enabled": False})
+        assert st.state is PlatformState.STOPPED and not st.enabled
+        st = await rm.update_platform_config("a", {"enabled": True})
+        assert st.state is PlatformState.RUNNING
+
+
+async def test_apply_config_touches_only_changed_platforms(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    hook: list[str] = []
+    async with running_rm(world) as rm:
+
+        async def on_change(description: str) -> None:
+            hook.append(description)
+
+        rm.set_change_hook(on_change)
+        await rm.load({"a": config(label="a1"), "b": config(label="b1"), "c": config()})
+        a_before = rm.get_platform_actor("a")
+        await trio.sleep(5.0)
+        await rm.apply_config(
+            {"a": config(label="a1"), "b": config(label="b2"), "d": config(label="d1")}
+        )
+        assert rm.get_platform_actor("a") is a_before
+        assert world.events("a", "start") == [0.0]
+        assert [(t, ev, lbl) for t, ev, pid, lbl in world.log if pid == "b"] == [
+            (0.0, "start", "b1"),
+            (0.0, "up", "b1"),
+            (5.0, "exit", "b1"),
+            (5.0, "start", "b2"),
+            (5.0, "up", "b2"),
+        ]
+        assert world.events("c", "exit") == [5.0]
+        assert set(rm.platform_configs) == {"a", "b", "d"}
+        assert status(rm, "d").state is PlatformState.RUNNING
+        assert hook == ["apply config: removed c, changed b, added d"]
+        await rm.apply_config(dict(rm.platform_configs))
+        assert len(hook) == 1  # nothing changed: no call
+
+
+async def test_apply_config_rolls_back_a_failing_platform(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.load({"a": config(label="a1"), "b": config(label="b1")})
+        with pytest.raises(PlatformStartError):
+            await rm.apply_config(
+                {"a": config(label="a2", fail_start=True), "b": config(label="b2")}
+            )
+        assert rm.platform_configs["a"] == config(label="a1")
+        assert status(rm, "a").state is PlatformState.RUNNING
+        assert rm.platform_configs["b"] == config(label="b2")
+        with pytest.raises(PlatformStartError):
+            await rm.apply_config({**rm.platform_configs, "n": config(fail_start=True)})
+        assert "n" not in rm.platform_configs
+
+
+async def test_crash_restart_follows_backoff(autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.add_platform("a", config())
+        await rm.add_platform("calm", config())
+        for expected in (1.0, 2.0, 4.0):
+            t0 = trio.current_time()
+            world.crash("a")
+            await trio.testing.wait_all_tasks_blocked()
+            st = status(rm, "a")
+            assert st.state is PlatformState.RESTARTING
+            assert st.next_restart_at == t0 + expected
+            assert st.last_error == "Crash: a crashed"
+            await trio.sleep(expected + 0.5)
+            assert status(rm, "a").state is PlatformState.RUNNING
+            assert world.events("a", "up")[-1] - t0 == expected
+        assert status(rm, "a").restart_count == 3
+        assert world.events("calm", "start") == [0.0]
+
+
+async def test_stop_during_backoff_wins(autojump_clock: trio.testing.MockClock) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.add_platform("a", config())
+        world.crash("a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert status(rm, "a").state is PlatformState.RESTARTING
+        await rm.stop_platform("a")
+        await trio.sleep(100.0)
+        assert status(rm, "a").state is PlatformState.STOPPED
+        assert world.events("a", "start") == [0.0]
+
+
+async def test_cancelling_run_stops_in_reverse_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.load({p: config() for p in ("p1", "p2", "p3")})
+        await trio.sleep(1.0)
+    assert [pid for _, ev, pid, _ in world.log if ev == "exit"] == ["p3", "p2", "p1"]
