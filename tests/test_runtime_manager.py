@@ -189,7 +189,7 @@ async def test_update_builds_a_new_instance_after_the_old_one_is_gone(
         await rm.update_platform_config("a", {"label": "new"})
         assert hook == ["update platform a: label"]
         assert rm.platform_configs["a"].settings.label == "new"
-        with pytest.raises(ConfigError, match="platforms.a.port: expected int"):
+        with pytest.raises(ConfigError, match=r"platforms\.a\.port: expected int"):
             await rm.update_platform_config("a", {"port": "80"})
         assert status(rm, "a").config_revision == 2
         # stored only, used at the next start
