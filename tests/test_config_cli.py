@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -193,3 +194,102 @@ def test_a_running_but_unreachable_bot_is_not_changed(history: Path, capsys) -> 
     assert history.read_text() == CONFIG_V2
     assert cli("history", "-c", str(history)) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+# --------------------------------------------------------------------------
+# against a running bot: the change goes to the bot, which applies it
+
+
+def _running_bot_config(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "bot": {"name": "cli-live", "data_dir": str(tmp_path / "data"), "shutdown_timeout": 2.0},
+        "api": {"enable": True, "port": 0, "token": SECRET},
+        "console": {"enable": True, "port": 0},
+        "platforms": {"qq": {"type": "tests.fakes:FakePlatform", "label": "first"}},
+    }
+
+
+def _cli_file(tmp_path: Path, bot: Any, *, api: bool, console: bool) -> Path:
+    """The CLI's view of the running bot: same data_dir, the bound ports."""
+    host, console_port = bot.console_address
+    path = tmp_path / "cli.toml"
+    path.write_text(
+        f"""
+[bot]
+data_dir = "{tmp_path / "data"}"
+
+[api]
+enable = {str(api).lower()}
+port = {bot.api_port}
+token = "{SECRET}"
+
+[console]
+enable = {str(console).lower()}
+host = "{host}"
+port = {console_port}
+"""
+    )
+    return path
+
+
+async def _label(bot: Any) -> str:
+    label: str = bot.runtime_manager.platform_configs["qq"].settings.label
+    return label
+
+
+@pytest.mark.parametrize("via", ["api", "console"])
+async def test_rollback_applies_to_the_running_bot(tmp_path: Path, via: str, capsys) -> None:
+    from nekobot.app import open_nekobot
+    from nekobot.config.schema import parse_config
+
+    with trio.fail_after(20):
+        async with open_nekobot(_running_bot_config(tmp_path)) as bot:
+            changed = _running_bot_config(tmp_path)
+            changed["platforms"]["qq"]["label"] = "second"
+            await bot.apply_config(parse_config(changed), description="relabel")
+            assert await _label(bot) == "second"
+            v2 = bot.config_version_manager.current_revision
+            cli_file = await trio.to_thread.run_sync(
+                lambda: _cli_file(tmp_path, bot, api=via == "api", console=via == "console")
+            )
+            # Read-only commands work beside the running bot (WAL).
+            code = await trio.to_thread.run_sync(cli, "history", "-c", str(cli_file))
+            assert code == 0 and "relabel" in capsys.readouterr().out
+            code = await trio.to_thread.run_sync(cli, "rollback", "v1", "-c", str(cli_file))
+            out, err = capsys.readouterr()
+            assert code == 0, err
+            assert f"via its {'HTTP API' if via == 'api' else 'console'}" in out
+            current = bot.config_version_manager.current_version
+            assert current.revision == v2 + 1
+            assert current.change_type is ConfigChangeType.ROLLBACK
+            assert current.restored_id == "v1"
+            assert await _label(bot) == "first"
+            assert bot.runtime_manager.get_platform_actor("qq").online
+
+
+async def test_import_applies_to_the_running_bot_through_the_console(
+    tmp_path: Path, capsys
+) -> None:
+    from nekobot.app import open_nekobot
+
+    with trio.fail_after(20):
+        async with open_nekobot(_running_bot_config(tmp_path)) as bot:
+            cli_file = await trio.to_thread.run_sync(
+                lambda: _cli_file(tmp_path, bot, api=True, console=True)
+            )
+            new = trio.Path(tmp_path / "new.toml")
+            await new.write_text(
+                '[platforms.qq]\ntype = "tests.fakes:FakePlatform"\nlabel = "imported"\n'
+            )
+            before = bot.config_version_manager.current_revision
+            code = await trio.to_thread.run_sync(cli, "import", str(new), "-c", str(cli_file))
+            out, err = capsys.readouterr()
+            assert code == 0, err
+            assert "via its console" in out
+            assert await _label(bot) == "imported"
+            assert bot.config_version_manager.current_revision == before + 1
+            # An invalid file is refused before anything reaches the bot.
+            await new.write_text('[platforms.qq]\ntype = "tests.fakes:FakePlatform"\nlabel = 3\n')
+            code = await trio.to_thread.run_sync(cli, "import", str(new), "-c", str(cli_file))
+            assert code == 2 and "platforms.qq.label" in capsys.readouterr().err
+            assert bot.config_version_manager.current_revision == before + 1
