@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import tomli_w
 import trio
 
 from .config.schema import ConsoleConfig
@@ -537,12 +538,18 @@ class _Commands:
         for pid in sorted(set(configs) | set(status or {})):
             pc = configs.get(pid)
             actor = rm.get_platform_actor(pid) if hasattr(rm, "get_platform_actor") else None
-            out[pid] = {
+            lifecycle = (status or {}).get(pid) if isinstance(status, Mapping) else None
+            entry: dict[str, Any] = {
                 "type": getattr(pc, "type", None),
                 "enabled": getattr(pc, "enabled", None),
                 "online": None if actor is None else bool(actor.online),
-                "lifecycle": (status or {}).get(pid) if isinstance(status, Mapping) else status,
             }
+            plain = _plain(lifecycle)
+            if isinstance(plain, Mapping):
+                entry.update({k: v for k, v in plain.items() if k != "platform_id"})
+            elif plain is not None:
+                entry["lifecycle"] = plain
+            out[pid] = entry
         return _render(out) + "\n"
 
     async def faults(self, args: list[str]) -> str:
@@ -620,10 +627,8 @@ class _Commands:
             return "\n".join(_version_line(v) for v in versions) + "\n"
         if sub == "show" and len(rest) == 1:
             version = await _maybe_await(cvm.get_version(_version_id(rest[0])))
-            if version is None:
-                raise CommandError(f"unknown config version {rest[0]!r}")
-            body = _render(getattr(version, "config", version))
-            return f"{_version_line(version)}\n{body}\n"
+            body = tomli_w.dumps(redact(version.config))
+            return f"# {_version_line(version)}\n{body}"
         if sub == "diff" and len(rest) == 2:
             diff = await _maybe_await(
                 cvm.compare_versions(_version_id(rest[0]), _version_id(rest[1]))
@@ -1073,7 +1078,7 @@ async def run_client(
                     break
                 if len(head) < 64:
                     head += data[:64]
-                write(data)
+                write(bytes(data))
             nursery.cancel_scope.cancel()
     return EXIT_FAILURE if bytes(head).startswith(AUTH_FAILED.encode()) else EXIT_OK
 
