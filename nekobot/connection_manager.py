@@ -46,12 +46,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"must be >= 0, got {value!r}")
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"must be > 0, got {value!r}")
 
@@ -173,6 +173,24 @@ def _effective_timeout(cfg: ConnectionConfig, announced: float | None) -> float:
     if cfg.heartbeat_timeout is not None:
         return cfg.heartbeat_timeout
     return 3 * (announced or cfg.heartbeat_interval)
+
+
+def record_metric(context: Any, name: str, value: float, kind: str, labels: dict[str, str]) -> None:
+    """Record a metric through ``context.record_metric`` if there is one.
+
+    Labels are passed when the hook takes them (the bot's ``StatusMonitor``
+    does). A metric must never break a link: any error is logged and dropped.
+    """
+    rec = getattr(context, "record_metric", None)
+    if rec is None:
+        return
+    try:
+        try:
+            rec(name, value, kind, labels=labels)
+        except TypeError:
+            rec(name, value, kind)
+    except Exception as exc:
+        log.debug("metric %s not recorded: %s", name, exc)
 
 
 Callback = Callable[[], Awaitable[None]]
@@ -613,7 +631,7 @@ class ConnectionManager:
             self._online_links += 1
             if self._online_links == 1 and self._connect_cb is not None:
                 await self._connect_cb()
-        self._metric("connection_up", 1.0, "gauge")
+        self._metric("platform_connection_up", 1.0, "gauge")
 
     async def _end_link(self, link: Link) -> None:
         self._links.pop(link.generation, None)
@@ -633,15 +651,13 @@ class ConnectionManager:
         if not any(other.is_up for other in self._links.values()):
             if not self._dialling:
                 self._set_status(ConnectionStatus.DISCONNECTED)
-            self._metric("connection_up", 0.0, "gauge")
+            self._metric("platform_connection_up", 0.0, "gauge")
 
     def _set_status(self, status: ConnectionStatus) -> None:
         self._status = status
 
     def _metric(self, name: str, value: float, kind: str) -> None:
-        rec = getattr(self.context, "record_metric", None)
-        if rec is not None:
-            rec(f"platform.{self.platform_id}.{name}", value, kind)
+        record_metric(self.context, name, value, kind, {"platform_id": self.platform_id})
 
     async def _alert(self, level: str, message: str) -> None:
         if message.startswith("auth failed"):

@@ -720,3 +720,40 @@ async def test_reverse_port_is_released_on_stop() -> None:
             async with open_reverse_peer(port, token="new-token") as peer:
                 await peer.send(EVENTS[0])
                 await wait_for(lambda: emitted(second))
+
+
+async def test_metrics_reach_the_real_monitor_and_never_break_the_link() -> None:
+    from nekobot.config.schema import MonitorConfig
+    from nekobot.status_monitor import StatusMonitor
+
+    monitor = StatusMonitor.from_config(MonitorConfig())
+    rec = Recorder()
+    rec.context.record_metric = monitor.record_metric
+    cfg = OneBotV11Config(port=0, access_token=TOKEN)
+    with trio.fail_after(10):
+        async with (
+            running(cfg, recorder=rec) as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            await peer.send("not json")
+            await peer.send(EVENTS[0])
+            await wait_for(lambda: emitted(platform))
+            assert platform.online
+    text = monitor.exposition()[0].decode()
+    assert 'nekobot_onebot_frames_dropped_total{platform_id="qq",reason="not_json"} 1.0' in text
+    assert "nekobot_platform_connection_up" in text
+
+    def broken(*args: Any, **kw: Any) -> None:
+        raise RuntimeError("monitor is broken")
+
+    rec2 = Recorder()
+    rec2.context.record_metric = broken
+    with trio.fail_after(10):
+        async with (
+            running(cfg, recorder=rec2) as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            await peer.send("not json")
+            await peer.send(EVENTS[0])
+            await wait_for(lambda: emitted(platform))
+            assert platform.online and platform.counters["dropped_not_json"] == 1

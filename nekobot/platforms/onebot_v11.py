@@ -50,7 +50,7 @@ import attrs
 import trio
 import trio_websocket
 
-from ..connection_manager import AuthFailed, ConnectionManager, Link
+from ..connection_manager import AuthFailed, ConnectionManager, Link, record_metric
 from ..errors import (
     CallTimeout,
     ConnectionClosed,
@@ -221,7 +221,7 @@ async def open_client_websocket(
                     stream = await trio.open_tcp_stream(parts.hostname, port)
                 ws = await trio_websocket.wrap_client_stream(
                     nursery,
-                    stream,  # type: ignore[arg-type]
+                    stream,
                     host_header,
                     resource,
                     extra_headers=extra_headers,
@@ -494,9 +494,13 @@ class OneBotV11Platform(PlatformActor):
 
     def _drop(self, counter: str) -> None:
         self.counters[counter] += 1
-        rec = self.context.record_metric
-        if rec is not None:
-            rec(f"platform.{self.platform_id}.frames_dropped", 1.0, "counter")
+        record_metric(
+            self.context,
+            "onebot_frames_dropped_total",
+            1.0,
+            "counter",
+            {"platform_id": self.platform_id, "reason": counter.removeprefix("dropped_")},
+        )
 
     async def _on_frame(self, conn: _Conn, data: str | bytes) -> None:
         self.counters["frames_received"] += 1
