@@ -293,3 +293,25 @@ async def test_import_applies_to_the_running_bot_through_the_console(
             code = await trio.to_thread.run_sync(cli, "import", str(new), "-c", str(cli_file))
             assert code == 2 and "platforms.qq.label" in capsys.readouterr().err
             assert bot.config_version_manager.current_revision == before + 1
+
+
+def test_offline_change_refused_while_another_process_has_the_store_open(
+    history: Path, capsys
+) -> None:
+    """An embedded bot (no pid file, no API/console) is detected by the store itself."""
+    import sqlite3
+
+    other = sqlite3.connect(history.parent / "data" / "nekobot.db")
+    try:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("SELECT count(*) FROM config_versions").fetchone()
+        assert cli("rollback", "v1", "-c", str(history)) == 1
+        err = capsys.readouterr().err
+        assert "in use by another process" in err and "nothing was changed" in err
+        assert history.read_text() == CONFIG_V2
+        # Reading stays possible beside it.
+        assert cli("history", "-c", str(history)) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+    finally:
+        other.close()
+    assert cli("rollback", "v1", "-c", str(history)) == 0

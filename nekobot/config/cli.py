@@ -103,6 +103,35 @@ class _ReadOnlyStore(Store):
         self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
 
 
+class _DatabaseInUse(Exception):
+    """Another process has the database open (a running bot)."""
+
+
+class _ExclusiveStore(Store):
+    """A :class:`Store` that holds SQLite's exclusive lock while it is open.
+
+    Taking the lock fails at once when any other connection has the database
+    open (in WAL mode every open connection holds a shared lock on the
+    ``-shm`` file): that is how an offline change makes sure no bot — not
+    even an embedded one without a pid file — is using the history. Holding
+    it keeps a bot from starting on the store until the change is written.
+    No corruption recovery here: a database that cannot be opened is an error.
+    """
+
+    def _open_sync(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=0)
+        try:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            conn.execute("BEGIN EXCLUSIVE")
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise _DatabaseInUse(self.path) from None
+            raise
+        self._conn = conn
+
+
 def _db_path(config: NekoBotConfig) -> Path:
     return config.data_path() / "nekobot.db"
 
@@ -122,8 +151,14 @@ async def _open_manager(config: NekoBotConfig, *, writable: bool) -> tuple[Store
     db = _db_path(config)
     if not await trio.to_thread.run_sync(db.is_file):
         raise CliFailure(f"no config history at {db} (has the bot run with this data_dir?)")
-    store: Store = Store(db) if writable else _ReadOnlyStore(db)
-    await store.open()
+    store: Store = _ExclusiveStore(db) if writable else _ReadOnlyStore(db)
+    try:
+        await store.open()
+    except _DatabaseInUse:
+        raise CliFailure(
+            f"{db} is in use by another process (a running bot that could not be "
+            "reached through [api] or [console]?); nothing was changed"
+        ) from None
     manager = ConfigVersionManager(store=store)
     try:
         await manager.open()
