@@ -342,3 +342,51 @@ async def test_nekobot_console_cli_relays_piped_stdin(bot: Any) -> None:
     assert '"qq"' in done.stdout and "error: unknown command 'nope'" in done.stdout
     assert "42" in done.stdout
     assert bot.runtime_manager.get_platform_actor("qq").online
+
+
+async def test_nekobot_console_takes_address_and_token_from_the_config(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    async with open_nekobot(bot_config(tmp_path, token=TOKEN)) as b:
+        host, port = b.console_address
+        cli_file = trio.Path(tmp_path / "cli.toml")
+        await cli_file.write_text(
+            f'[console]\nenable = true\nhost = "{host}"\nport = {port}\ntoken = "{TOKEN}"\n'
+        )
+
+        def run(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "nekobot", "console", "-c", str(cli_file), *extra],
+                input="platforms\n",
+                capture_output=True,
+                text=True,
+                timeout=15,
+                env=env,
+            )
+
+        done = await trio.to_thread.run_sync(run)
+        assert done.returncode == 0, done.stderr
+        assert '"qq"' in done.stdout and TOKEN not in done.stdout
+        refused = await trio.to_thread.run_sync(run, "--token", "wrong")
+        assert refused.returncode == 1
+        assert "refused the token" in refused.stderr
+        assert '"qq"' not in refused.stdout
+
+
+async def test_nekobot_console_errors_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nekobot.cli import main
+
+    def cli(*args: str) -> int:
+        return main(["console", *args])
+
+    bad = trio.Path(tmp_path / "bad.toml")
+    await bad.write_text("[console]\nport = 'x'\n")
+    assert await trio.to_thread.run_sync(cli, "-c", str(bad)) == 2
+    assert "console.port" in capsys.readouterr().err
+    assert await trio.to_thread.run_sync(cli, "--unix", "/nonexistent.sock", "--port", "1") == 2
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert await trio.to_thread.run_sync(cli, "--host", "127.0.0.1", "--port", str(port)) == 1
+    assert "cannot connect to 127.0.0.1" in capsys.readouterr().err
