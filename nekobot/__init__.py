@@ -2,6 +2,9 @@
 
 from .actor import Actor as Actor
 from .actor import ActorRef as ActorRef
+from .app import NekoBot as NekoBot
+from .app import RootActorCrashed as RootActorCrashed
+from .app import open_nekobot as open_nekobot
 from .config.schema import NekoBotConfig as NekoBotConfig
 from .config.schema import load_config as load_config
 from .config.schema import parse_config as parse_config

@@ -1,0 +1,199 @@
+"""End to end: the shipped config answers a real OneBot v11 peer over loopback.
+
+Policy: loopback only, port 0, a Trio-clock ``fail_after`` around every I/O
+test so a bug fails fast instead of hanging. The peer is a plain
+trio-websocket client acting as a OneBot v11 implementation
+(botuniverse/onebot-11, communication/ws-reverse.md): it connects with
+``X-Self-ID`` and ``X-Client-Role: Universal``, pushes the fixture events and
+answers the bot's actions.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from nekobot.platforms.onebot_v11 import open_client_websocket
+
+import nekobot
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "onebot11"
+
+
+def events() -> list[str]:
+    return [line for line in (FIXTURES / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def shipped_config(tmp_path: Path, **qq: Any) -> dict[str, Any]:
+    data = tomllib.loads((ROOT / "nekobot.toml").read_text())
+    data["bot"]["data_dir"] = str(tmp_path / "data")
+    data["api"]["enable"] = False
+    data["platforms"]["qq"].update(port=0, **qq)
+    return data
+
+
+def url(bot: nekobot.app.NekoBot) -> str:
+    actor = bot.runtime_manager.get_platform_actor("qq")
+    assert actor is not None
+    return f"ws://127.0.0.1:{actor.bound_port}/onebot/v11/ws"
+
+
+HEADERS = [("X-Self-ID", "10001"), ("X-Client-Role", "Universal")]
+
+
+async def next_action(ws: Any) -> dict[str, Any]:
+    while True:
+        frame = json.loads(await ws.get_message())
+        if "action" in frame:
+            return frame
+
+
+def ok(echo: Any, message_id: int = 1001) -> str:
+    return json.dumps({"status": "ok", "retcode": 0, "data": {"message_id": message_id}, "echo": echo})
+
+
+async def wait_processed(bot: nekobot.app.NekoBot, n: int) -> None:
+    while bot.message_router.get_stats().processed < n:
+        await trio.sleep(0.01)
+
+
+async def test_ping_in_group_answered_with_pong_to_that_group(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(shipped_config(tmp_path)) as bot:
+            async with open_websocket_url(url(bot), extra_headers=HEADERS) as ws:
+                for line in events():
+                    await ws.send_message(line)
+                # The private message (user 20001) is echoed back first …
+                first = await next_action(ws)
+                assert first["action"] == "send_private_msg"
+                assert first["params"] == {"user_id": 20001, "message": "[CQ:at,qq=all] Test text"}
+                await ws.send_message(ok(first["echo"]))
+                # … then /ping in group 30001 gets pong in that group.
+                second = await next_action(ws)
+                assert second["action"] == "send_group_msg"
+                assert second["params"] == {"group_id": 30001, "message": "pong"}
+                await ws.send_message(ok(second["echo"], -2001))
+                # Answering the actions completes the handlers: every routed
+                # event handled, none failed.
+                routed = len(events())
+                await wait_processed(bot, routed)
+                stats = bot.message_router.get_stats()
+                assert stats.failed == 0
+                assert stats.dead_lettered == 0
+
+
+async def test_malformed_frames_counted_and_dropped_link_stays(tmp_path: Path) -> None:
+    ping = json.loads(events()[3])
+    assert ping["raw_message"] == "/ping"
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(shipped_config(tmp_path)) as bot:
+            actor = bot.runtime_manager.get_platform_actor("qq")
+            async with open_websocket_url(url(bot), extra_headers=HEADERS) as ws:
+                await ws.send_message("this is not json {")
+                await ws.send_message("[1, 2, 3]")
+                await ws.send_message(json.dumps({"time": 1, "self_id": 10001}))
+                await ws.send_message(json.dumps(ping))
+                action = await next_action(ws)
+                assert action["params"] == {"group_id": 30001, "message": "pong"}
+                await ws.send_message(ok(action["echo"]))
+                counters = actor.get_connection_stats()["counters"]
+                assert counters["dropped_not_json"] == 1
+                assert counters["dropped_not_object"] == 1
+                assert counters["dropped_no_post_type"] == 1
+                assert not ws.closed
+
+
+async def test_token_required_when_configured(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(shipped_config(tmp_path, access_token="s3cret")) as bot:
+            # trio-websocket 0.12's open_websocket_url leaves the socket open
+            # on a rejected handshake; open_client_websocket closes it.
+            raw = [(k.encode(), v.encode()) for k, v in HEADERS]
+            with pytest.raises(ConnectionRejected) as info:
+                async with open_client_websocket(url(bot), extra_headers=raw):
+                    pass
+            assert info.value.status_code == 401
+            with pytest.raises(ConnectionRejected) as info:
+                bad = [*raw, (b"Authorization", b"Bearer wrong")]
+                async with open_client_websocket(url(bot), extra_headers=bad):
+                    pass
+            assert info.value.status_code == 401
+            good = [*HEADERS, ("Authorization", "Bearer s3cret")]
+            async with open_websocket_url(url(bot), extra_headers=good) as ws:
+                await ws.send_message(events()[3])
+                action = await next_action(ws)
+                assert action["params"]["message"] == "pong"
+                await ws.send_message(ok(action["echo"]))
+
+
+async def test_duplicate_event_after_reconnect_is_answered_once(tmp_path: Path) -> None:
+    """The same message delivered again on a new link (a reconnect resend) is deduplicated."""
+    ping = events()[3]
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(shipped_config(tmp_path)) as bot:
+            async with open_websocket_url(url(bot), extra_headers=HEADERS) as ws:
+                await ws.send_message(ping)
+                action = await next_action(ws)
+                await ws.send_message(ok(action["echo"]))
+                await wait_processed(bot, 1)
+            async with open_websocket_url(url(bot), extra_headers=HEADERS) as ws:
+                await ws.send_message(ping)
+                while bot.message_router.get_stats().deduplicated < 1:
+                    await trio.sleep(0.01)
+                with trio.move_on_after(0.3):
+                    extra = await next_action(ws)
+                    raise AssertionError(f"answered twice: {extra}")
+
+
+@pytest.mark.slow
+async def test_nekobot_run_answers_ping_over_real_socket(tmp_path: Path) -> None:
+    """`nekobot run` on the shipped config (port 0 read from its log) answers /ping."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    text = (ROOT / "nekobot.toml").read_text()
+    text = text.replace("port = 6700", "port = 0").replace("port = 8080", "port = 0")
+    text = text.replace('data_dir = "data"', f'data_dir = "{tmp_path / "data"}"')
+    config = tmp_path / "nekobot.toml"
+    config.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "nekobot", "run", "-c", str(config)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        with trio.fail_after(30):
+            log = b""
+            assert proc.stderr is not None
+            while (m := re.search(rb"reverse WebSocket on (ws://\S+)", log)) is None:
+                chunk = await proc.stderr.receive_some()
+                assert chunk, f"nekobot run ended early: {log.decode()}"
+                log += chunk
+            ws_url = m.group(1).decode()
+            async with open_websocket_url(ws_url, extra_headers=HEADERS) as ws:
+                await ws.send_message(events()[0])  # lifecycle connect
+                await ws.send_message(events()[3])  # /ping in group 30001
+                action = await next_action(ws)
+                assert action["action"] == "send_group_msg"
+                assert action["params"] == {"group_id": 30001, "message": "pong"}
+                await ws.send_message(ok(action["echo"]))
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if proc.stderr is not None:
+            await proc.stderr.aclose()
