@@ -72,10 +72,19 @@ class FakePlatform(PlatformActor):
         self.world = world or World()
         self._fail: BaseException | None = None
         self._wake = trio.Event()
+        self._hang_for = 0.0
 
     def fail_with(self, exc: BaseException) -> None:
         self._fail = exc
         self._wake.set()
+
+    def finish(self) -> None:
+        """Return from ``run`` (a clean exit)."""
+        self._wake.set()
+
+    def hang(self, seconds: float) -> None:
+        """From now on, ignore cancellation for ``seconds`` (a shielded cleanup)."""
+        self._hang_for = seconds
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         w, pid, cfg = self.world, self.platform_id, self.config
@@ -100,10 +109,15 @@ class FakePlatform(PlatformActor):
                 w.log.append((trio.current_time(), "crash", pid, cfg.label))
                 raise early
             await self._wake.wait()
-            assert self._fail is not None
+            if self._fail is None:
+                return
             w.log.append((trio.current_time(), "crash", pid, cfg.label))
             raise self._fail
         finally:
+            if self._hang_for:
+                with trio.CancelScope(shield=True) as cs:
+                    cs.deadline = trio.current_time() + self._hang_for
+                    await trio.sleep_forever()
             self.online = False
             w.alive[pid] -= 1
             if cfg.port and w.bound.get(cfg.port) == pid:
