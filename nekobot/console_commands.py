@@ -204,8 +204,22 @@ def _walk(task: trio.lowlevel.Task, depth: int = 0) -> Iterable[tuple[int, trio.
 # the py REPL
 
 
+def _refuse(name: str) -> Callable[..., Any]:
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError(f"{name} would read the bot's own stdin; not available in the console")
+
+    return refused
+
+
 class PyRepl:
-    """An async Python REPL: top-level ``await`` works; ``bot`` is the live handle."""
+    """An async Python REPL: top-level ``await`` works; ``bot`` is the live handle.
+
+    The code runs in the console session's task, inside the bot's Trio loop:
+    ``await`` is fine, a blocking call (``time.sleep``) stalls the whole bot.
+    ``print`` and ``help(obj)`` write to the session; ``input()``,
+    ``breakpoint()`` and interactive ``help()`` would read the bot process's
+    own stdin, so they raise instead.
+    """
 
     def __init__(self, bot: Any) -> None:
         self.output: list[str] = []
@@ -215,6 +229,9 @@ class PyRepl:
             "bot": bot,
             "trio": trio,
             "print": self._print,
+            "help": self._help,
+            "input": _refuse("input()"),
+            "breakpoint": _refuse("breakpoint()"),
         }
         self._buffer: list[str] = []
         self._compiler = codeop.CommandCompiler()
@@ -224,8 +241,17 @@ class PyRepl:
         text = (" " if sep is None else sep).join(str(a) for a in args)
         self.output.append(text + ("\n" if end is None else end))
 
+    def _help(self, *args: Any) -> None:
+        if not args:
+            raise RuntimeError("interactive help() is not available here; use help(obj)")
+        import pydoc
+
+        text = pydoc.render_doc(args[0], renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+        self.output.append(text + "\n")
+
     @property
     def prompt(self) -> str:
+        """``>>> ``, or ``... `` while a statement is incomplete."""
         return PY_MORE if self._buffer else PY_PROMPT
 
     async def push(self, line: str) -> None:

@@ -193,6 +193,10 @@ async def test_py_blocks_exceptions_and_print(console: Client) -> None:
     assert "ZeroDivisionError: division by zero" in err and err.endswith(PY_PROMPT)
     assert "SyntaxError" in await console.cmd("def (")
     assert "4" in await console.cmd("await trio.sleep(0) or 2 + 2")
+    # Nothing reads the bot process's own stdin; help(obj) answers here.
+    assert "RuntimeError" in await console.cmd("input()")
+    assert "RuntimeError" in await console.cmd("breakpoint()")
+    assert "restart_platform" in await console.cmd("help(bot.runtime_manager.restart_platform)")
     assert "left py mode" in await console.cmd("quit")
     assert "commands:" in await console.cmd("help")
 
