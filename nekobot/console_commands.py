@@ -333,7 +333,8 @@ commands:
   config rollback V          roll the running bot back to version V
   config import FILE         validate a TOML file (a path the bot can read), apply it
   py                         async Python REPL: `await` works, `bot` is the bot;
-                             `exit` or `quit` leaves it
+                             it runs in the bot's event loop (a blocking call
+                             stalls the bot); `exit` or `quit` leaves it
   exit | quit                end the session
 """
 
@@ -626,7 +627,9 @@ class Commands:
             return f"imported and applied {rest[0]}: now {_version_line(version)}\n"
         if sub == "rollback" and len(rest) == 1:
             version = await _maybe_await(
-                cvm.rollback_to_version(_version_id(rest[0]), "rollback from the console")
+                cvm.rollback_to_version(
+                    _version_id(rest[0]), "rollback from the console", author="console"
+                )
             )
             return f"rolled back to {rest[0]}: now {_version_line(version)}\n"
         raise CommandError(usage)
