@@ -263,6 +263,7 @@ async def test_rollback_applies_to_the_running_bot(tmp_path: Path, via: str, cap
             assert current.revision == v2 + 1
             assert current.change_type is ConfigChangeType.ROLLBACK
             assert current.restored_id == "v1"
+            assert current.author == via
             assert await _label(bot) == "first"
             assert bot.runtime_manager.get_platform_actor("qq").online
 
