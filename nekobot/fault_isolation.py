@@ -285,6 +285,7 @@ class FaultIsolation:
         self._controller: PlatformController | None = None
         self._table_ready = False
         self._last_level = DegradationLevel.NONE
+        self._last_out: frozenset[str] = frozenset()
         self._listeners: list[Callable[[str, BreakerState], None]] = []
 
     @classmethod
@@ -586,8 +587,13 @@ class FaultIsolation:
             self._update_degradation()
 
     def _update_degradation(self) -> None:
+        out = frozenset(pid for pid, p in self._platforms.items() if self._is_out(p))
+        wanted = sum(p.wanted for p in self._platforms.values())
+        level = DegradationLevel.from_share(len(out), wanted)
+        if level is self._last_level and out == self._last_out:
+            return  # cheap path: nothing an alert would show changed
+        self._last_out = out
         st = self.get_isolation_status()
-        level = st.degradation_level
         key = "fault_isolation:degraded"
         if level is DegradationLevel.NONE:
             if self._last_level is not DegradationLevel.NONE:
@@ -599,13 +605,12 @@ class FaultIsolation:
                 DegradationLevel.HIGH: "error",
                 DegradationLevel.CRITICAL: "critical",
             }[level]
-            if level is not self._last_level:
-                self._fire(
-                    key,
-                    alert,
-                    f"degraded ({level.name}): "
-                    + "; ".join(f"{pid}: {why}" for pid, why in sorted(st.out.items())),
-                )
+            self._fire(
+                key,
+                alert,
+                f"degraded ({level.name}): "
+                + "; ".join(f"{pid}: {why}" for pid, why in sorted(st.out.items())),
+            )
         self._last_level = level
 
     def is_disabled(self, platform_id: str) -> bool:

@@ -373,7 +373,10 @@ class _Child:
     restart_times: deque[float] = attrs.field(factory=deque)
     last_error: BaseException | None = None
     lock: trio.Lock = attrs.field(factory=trio.Lock)
-    faults: deque[FaultRecord] = attrs.field(factory=lambda: deque(maxlen=100))
+    faults: deque[tuple[BaseException, float, IsolationStrategy]] = attrs.field(
+        factory=lambda: deque(maxlen=100)
+    )
+    """(exception, wall-clock time, strategy); formatted on read (cheap restarts)."""
 
     def __attrs_post_init__(self) -> None:
         self.done.set()  # not running
@@ -652,7 +655,7 @@ class Supervisor:
         now = trio.current_time()
         ran_for = 0.0 if child.started_at is None else now - child.started_at
         if error is not None:
-            child.faults.append(fault_record(spec.id, error))
+            child.faults.append((error, time.time(), IsolationStrategy.RESTART_PLATFORM))
             log.warning(
                 "%s: child %r failed after %.3f s: %s: %s",
                 self.name,
@@ -745,6 +748,8 @@ class Supervisor:
 
     async def _sleep_pending(self, child: _Child, delay: float) -> bool:
         """Sleep ``delay``; False if the pending restart was cancelled."""
+        if delay <= 0:
+            return True  # the caller re-checks the generation under the lock
         with trio.CancelScope() as cs:
             child.pending = cs
             await trio.sleep(delay)
@@ -944,9 +949,7 @@ class Supervisor:
                 if recover:
                     self._nursery_start_soon(self._on_start_failure, child, gen, exc.error)
                 else:
-                    child.faults.append(
-                        fault_record(child_id, exc.error, IsolationStrategy.CONTINUE)
-                    )
+                    child.faults.append((exc.error, time.time(), IsolationStrategy.CONTINUE))
                 raise
 
     async def delete_child(self, child_id: str) -> None:
@@ -1001,9 +1004,12 @@ class Supervisor:
 
     def get_fault_records(self, child_id: str | None = None) -> list[FaultRecord]:
         """Fault records kept for one child or all (oldest first per child)."""
-        if child_id is not None:
-            return list(self._get(child_id).faults)
-        return [r for c in self._children.values() for r in c.faults]
+        children = [self._get(child_id)] if child_id is not None else self._children.values()
+        return [
+            attrs.evolve(fault_record(c.spec.id, exc, strategy), timestamp=ts)
+            for c in children
+            for exc, ts, strategy in c.faults
+        ]
 
 
 def _now() -> float:
