@@ -170,6 +170,10 @@ def _deep_merge(base: dict[str, Any], updates: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def _state_of(e: _Entry) -> PlatformState:
+    return e.state
+
+
 def _trio_now() -> float:
     try:
         return trio.current_time()
@@ -344,8 +348,12 @@ class RuntimeManager:
     ) -> None:
         if error is not None:
             e.last_error = f"{type(error).__name__}: {error}"
-        if state is PlatformState.STOPPED and self.fault_isolation.is_disabled(e.pid):
-            state = PlatformState.DISABLED
+        if state in (
+            PlatformState.STOPPED,
+            PlatformState.ISOLATED,
+            PlatformState.ERROR,
+        ) and self.fault_isolation.is_disabled(e.pid):
+            state = PlatformState.DISABLED  # the person's decision shows first
         if state is not e.state:
             was_running = e.state is PlatformState.RUNNING
             e.state = state
@@ -426,7 +434,7 @@ class RuntimeManager:
         await trio.sleep(self.cfg.backoff_reset)
         if (
             e.trial_token == token
-            and e.state is PlatformState.RUNNING
+            and _state_of(e) is PlatformState.RUNNING  # (re-read after the sleep)
             and fi.breaker_state(e.pid) is BreakerState.HALF_OPEN
         ):
             fi.trial_succeeded(e.pid)
@@ -636,11 +644,14 @@ class RuntimeManager:
             if self._entries.get(platform_id) is e:
                 del self._entries[platform_id]
             self.fault_isolation.forget_platform(platform_id)
-            if self.monitor is not None:
+            forget = getattr(self.monitor, "forget_platform", None)
+            if forget is not None:
                 try:
-                    self.monitor.set_platform_state(platform_id, False)
+                    forget(platform_id)  # its window and "platform down" alert go too
+                except LookupError:
+                    pass
                 except Exception:
-                    log.exception("monitor.set_platform_state failed")
+                    log.exception("monitor.forget_platform failed")
 
     async def update_platform_config(
         self,

@@ -137,6 +137,7 @@ class FakeMonitor:
         self.fired: list[tuple[str, Any, str]] = []
         self.cleared: list[str] = []
         self.states: list[tuple[str, bool]] = []
+        self.forgotten: list[str] = []
 
     def fire_alert(
         self,
@@ -156,3 +157,6 @@ class FakeMonitor:
 
     def set_platform_state(self, platform_id: str, running: bool) -> None:
         self.states.append((platform_id, running))
+
+    def forget_platform(self, platform_id: str) -> None:
+        self.forgotten.append(platform_id)

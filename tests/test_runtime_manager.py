@@ -99,7 +99,8 @@ async def test_lifecycle(autojump_clock: trio.testing.MockClock) -> None:
         await rm.remove_platform("a")
         assert "a" not in rm.platform_configs
         assert world.alive["a"] == 0
-    assert ("a", True) in monitor.states and monitor.states[-1] == ("a", False)
+    assert monitor.states[:2] == [("a", True), ("a", False)]  # up, then stopped at 1.0
+    assert monitor.forgotten == ["a"]  # removed: the monitor drops it
 
 
 async def test_start_returns_when_started_and_fails_clearly(
