@@ -811,6 +811,10 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         """Apply a drained batch in memory, commit its writes once, then reply."""
         replies: list[tuple[Any, Any, bool]] = []
         added: list[tuple[Any, int]] = []
+        if self._ttl_heap and self._ttl_heap[0][0] <= trio.current_time():
+            # Whatever is due expires before anything else looks at the queues,
+            # so every request at time t sees exactly the messages with deadline > t.
+            self._sweep()
         for entry in batch:
             if not isinstance(entry, _Call):
                 continue

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nekobot.config.schema import BufferConfig
 from nekobot.errors import Conflict, ConnectionClosed, InvalidRequest, PlatformOffline
@@ -632,3 +634,145 @@ async def test_from_config() -> None:
     )
     assert (buf.max_size, buf.platform_max_size, buf.global_max_size) == (7, {"qq": 3}, 50)
     assert (buf.default_ttl, buf.replay_rate) == (12.0, 3.0)
+
+
+# --------------------------------------------------------------------------
+# model test: random operations against a plain-list model (Hypothesis)
+
+
+class _Model:
+    """The specification, written as plainly as possible."""
+
+    def __init__(self, policy: str, strategy: str) -> None:
+        self.policy, self.strategy = policy, strategy
+        self.queues: dict[str, list[tuple[int, int, float, str]]] = {"a": [], "b": []}
+        self.max = {"a": 3, "b": 2}
+        self.global_max = 4
+        self.seq = 0
+        self.dropped: dict[str, int] = {}
+        self.expired = 0
+        self.replayed = 0
+
+    def expire(self, now: float) -> None:
+        for pid, q in self.queues.items():
+            keep = [it for it in q if it[2] > now]
+            self.expired += len(q) - len(keep)
+            self.queues[pid] = keep
+
+    def add(self, pid: str, prio: int, ttl: float | None, now: float) -> str:
+        self.expire(now)
+        self.seq += 1
+        name = f"{pid}{self.seq}"
+        item = (self.seq, prio, now + (5.0 if ttl is None else ttl), name)
+        q = self.queues[pid]
+        global_full = sum(map(len, self.queues.values())) >= self.global_max
+        if len(q) >= self.max[pid] or global_full:
+            if self.strategy == "drop_newest" or not q:
+                victim = item
+            elif self.strategy == "drop_oldest":
+                victim = min(q)
+            else:
+                low = min(q, key=lambda it: (it[1], it[0]))
+                victim = item if prio < low[1] else low
+            reason = "global_full" if not q else self.strategy
+            self.dropped[reason] = self.dropped.get(reason, 0) + 1
+            if victim is item:
+                return name
+            q.remove(victim)
+        q.append(item)
+        return name
+
+    def order(self, pid: str) -> list[str]:
+        q = self.queues[pid]
+        if self.policy == "fifo":
+            items = sorted(q)
+        elif self.policy == "lifo":
+            items = sorted(q, reverse=True)
+        else:
+            items = sorted(q, key=lambda it: (-it[1], it[0]))
+        return [it[3] for it in items]
+
+    def replay(self, pid: str, k: int, t: float, interval: float) -> tuple[list[str], float]:
+        out: list[str] = []
+        for _ in range(k):
+            self.expire(t)
+            order = self.order(pid)
+            if not order:
+                break
+            out.append(order[0])
+            self.queues[pid] = [it for it in self.queues[pid] if it[3] != order[0]]
+            self.replayed += 1
+            t += interval
+        return out, t
+
+
+buffer_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.sampled_from(["a", "b"]),
+            st.integers(min_value=1, max_value=4),
+            st.sampled_from([None, 1.0, 2.5, math.inf]),
+        ),
+        st.tuples(st.just("wait"), st.sampled_from([0.25, 0.5, 1.0, 3.0])),
+        st.tuples(st.just("replay"), st.sampled_from(["a", "b"]), st.integers(0, 4)),
+    ),
+    max_size=40,
+)
+"""``("add", pid, priority, ttl)``, ``("wait", seconds)``, ``("replay", pid, max_count)``."""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    policy=st.sampled_from(["fifo", "lifo", "priority"]),
+    strategy=st.sampled_from(["drop_oldest", "drop_newest", "drop_low_priority"]),
+    ops=buffer_ops,
+)
+def test_model(policy: str, strategy: str, ops: list[tuple[Any, ...]]) -> None:
+    model = _Model(policy, strategy)
+
+    async def main() -> None:
+        buf = MessageBuffer(
+            3,
+            policy,
+            overflow_strategy=strategy,
+            platform_max_size={"b": 2},
+            global_max_size=4,
+            default_ttl=5.0,
+            replay_rate=4.0,
+        )
+        async with running(buf):
+            for pid in ("a", "b"):
+                await buf.mark_platform_online(pid)  # no sender: nothing replays by itself
+            for op in ops:
+                now = trio.current_time()
+                if op[0] == "add":
+                    _, pid, prio, ttl = op
+                    name = model.add(pid, prio, ttl, now)
+                    await buf.add_message(pid, "m", name, prio, ttl)
+                elif op[0] == "wait":
+                    await trio.sleep(op[1])
+                else:
+                    _, pid, k = op
+                    peer = Peer()
+                    buf.set_sender(peer.send)
+                    done = await buf.replay_messages(pid, k)
+                    buf.set_sender(None)
+                    expected, t_end = model.replay(pid, k, now, 0.25)
+                    assert [m.content for m in done] == expected == peer.contents
+                    assert trio.current_time() == t_end
+                model.expire(trio.current_time())
+                for pid in ("a", "b"):
+                    assert await contents(buf, pid) == model.order(pid), op
+                stats = buf.get_buffer_stats()
+                assert stats.dropped == model.dropped
+                assert (stats.expired_total, stats.replayed_total) == (
+                    model.expired,
+                    model.replayed,
+                )
+                assert stats.size == sum(map(len, model.queues.values()))
+                assert stats.buffered_total == stats.size + stats.replayed_total + (
+                    stats.expired_total + sum(stats.dropped.values())
+                )
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
