@@ -53,9 +53,13 @@ and removal can be recognised). Send ``k`` (from 0) of one replay starts no
 earlier than ``t0 + k / replay_rate`` (Trio clock). If the sender raises, the
 message stays at the head and the replay stops; while the platform is still
 marked online the background replay retries after ``retry_interval`` seconds
-(doubling, capped at 60 s), and after ``max_send_attempts`` failures of one
+(doubling, capped at 60 s), and after ``max_send_attempts`` refusals of one
 message drops it (reason ``"send_failed"``) so it cannot block the queue
-forever. A message added while the platform is online is queued (never sent
+forever. A refusal is any exception other than ``ConnectionClosed`` /
+``PlatformOffline``: those mean the link failed, not the message, and are
+retried (with the same backoff) without ever dropping the message.
+
+A message added while the platform is online is queued (never sent
 around the queue) and starts a replay if none runs: :meth:`pending_count` is
 non-zero while anything is queued or in flight, and ``bot.send`` sends directly
 only when the platform is online *and* ``pending_count`` is 0 — so a message
@@ -104,7 +108,7 @@ import trio
 
 from .actor import Actor, _Call
 from .config.schema import BufferConfig
-from .errors import Conflict, InvalidRequest, PlatformOffline
+from .errors import ActorStopped, Conflict, ConnectionClosed, InvalidRequest, PlatformOffline
 from .message_router import MessagePriority
 from .platforms.base import OutboundMessage, SendReceipt, new_message_key
 from .storage import Store, transaction
@@ -275,6 +279,7 @@ class _Item:
         "expires_at",
         "expires_wall",
         "msg",
+        "refusals",
         "seq",
     )
 
@@ -298,6 +303,7 @@ class _Item:
         """Wall clock (time.time()); None = never."""
         self.alive = True
         self.attempts = 0
+        self.refusals = 0
 
     @property
     def priority(self) -> int:
@@ -448,6 +454,8 @@ class _Failed:
     platform_id: str
     seq: int
     error: str
+    link_error: bool
+    """ConnectionClosed / PlatformOffline: the link, not the message, failed."""
 
 
 @attrs.frozen
@@ -506,8 +514,11 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         default_ttl (float): Seconds a message may wait when ``add_message``
             gives no ``ttl``; ``math.inf`` never expires.
         replay_rate (float): Messages per second at most while replaying.
-        max_send_attempts (int): Failed replay sends of one message before it
-            is dropped as ``send_failed``; 0 = never.
+        max_send_attempts (int): Refused replay sends of one message before it
+            is dropped as ``send_failed``; 0 = never. Failures of the link
+            (:class:`~nekobot.errors.ConnectionClosed`,
+            :class:`~nekobot.errors.PlatformOffline`) never count: they are
+            retried with backoff until the link returns.
         retry_interval (float): Seconds (Trio clock) before a background replay
             retries after a failed send; doubles per failure, capped at 60.
         store (Store | None): Keep the queues in this SQLite store; ``None``
@@ -803,7 +814,10 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                 scope.deadline = self._ttl_heap[0][0] if self._ttl_heap else math.inf
                 await trio.sleep_forever()
             self._sweep_scope = None
-            await self.ref.call(_Sweep(), timeout=math.inf)
+            try:
+                await self.ref.call(_Sweep(), timeout=math.inf)
+            except ActorStopped:
+                return
 
     # ---- the actor's side ------------------------------------------------
 
@@ -1043,14 +1057,16 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         item = self._items.get(req.seq)
         if item is not None and item.alive:
             item.attempts += 1
+            if not req.link_error:
+                item.refusals += 1
             if item.expires_at <= trio.current_time():
                 self._expire(q, item)
-            elif self.max_send_attempts and item.attempts >= self.max_send_attempts:
+            elif self.max_send_attempts and item.refusals >= self.max_send_attempts:
                 log.warning(
-                    "buffer %s: dropping %s after %d failed sends (last: %s)",
+                    "buffer %s: dropping %s after %d refused sends (last: %s)",
                     q.platform_id,
                     item.msg.message_key,
-                    item.attempts,
+                    item.refusals,
                     req.error,
                 )
                 q.count_drop("send_failed")
@@ -1124,6 +1140,8 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             q.wake = None
         try:
             await self._replay(platform_id, None, background=True)
+        except ActorStopped:
+            pass
         except Exception:  # a bug in the sender's plumbing must not kill the buffer
             log.exception("buffer: replay to %s failed", platform_id)
 
@@ -1150,7 +1168,8 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                     log.info(
                         "buffer: replay of %s to %s failed: %r", msg.message_key, platform_id, exc
                     )
-                    delay = await self._call(_Failed(platform_id, seq, repr(exc)))
+                    link_error = isinstance(exc, ConnectionClosed | PlatformOffline)
+                    delay = await self._call(_Failed(platform_id, seq, repr(exc), link_error))
                     if delay is None or not background:
                         break
                     q = self._queues[platform_id]

@@ -776,3 +776,22 @@ def test_model(policy: str, strategy: str, ops: list[tuple[Any, ...]]) -> None:
                 )
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_link_errors_never_drop_a_message(autojump_clock: trio.testing.MockClock) -> None:
+    # The platform's link died without mark_platform_offline (e.g. its actor
+    # crashed): sends raise PlatformOffline. Retried with capped backoff, never
+    # counted as refusals, so nothing is dropped however long it lasts.
+    buf = MessageBuffer(replay_rate=10, retry_interval=1.0, max_send_attempts=2)
+    peer = Peer(fail_on=set(range(10)), exc=PlatformOffline)
+    buf.set_sender(peer.send)
+    async with running(buf):
+        for i in range(3):
+            await buf.add_message("qq", "m", i, ttl=math.inf)
+        t0 = trio.current_time()
+        await buf.mark_platform_online("qq")
+        await peer.wait_for(3)
+        assert peer.contents == [0, 1, 2]
+        # backoff 1, 2, 4, ..., 60 (capped) between the 10 failures
+        assert peer.times[0] - t0 == sum(min(2.0**i, 60.0) for i in range(10))
+        assert buf.get_buffer_stats().dropped == {}

@@ -179,9 +179,10 @@ class BufferConfig:
     durable: bool = True
     """Keep the buffer in SQLite under ``bot.data_dir`` (survives ``kill -9``)."""
     max_send_attempts: int = attrs.field(default=5, validator=non_negative)
-    """Failed replay sends of one message before it is dropped (counted as
+    """Refused replay sends of one message before it is dropped (counted as
     ``send_failed``), so one message the platform always refuses cannot block
-    its queue; ``0`` retries forever."""
+    its queue; ``0`` retries forever. Link failures (``ConnectionClosed``,
+    ``PlatformOffline``) never count."""
     retry_interval: float = attrs.field(default=1.0, validator=positive)
     """Seconds (Trio clock) a replay waits after a failed send before it retries
     while the platform is still online; doubles per consecutive failure, capped at 60."""
