@@ -811,7 +811,8 @@ class Supervisor:
                 c.next_restart_at = trio.current_time() + delay
                 gens[id(c)] = c.gen
             if not await self._sleep_pending(failed, delay):
-                return
+                # the failed child was terminated meanwhile: restart the others now
+                gens.pop(id(failed), None)
             for c in members:
                 if id(c) not in gens:
                     continue
@@ -946,6 +947,8 @@ class Supervisor:
             try:
                 await self._start(child, gen)
             except ChildStartError as exc:
+                if child.gen != gen:
+                    raise  # terminated while starting: not a fault
                 if recover:
                     self._nursery_start_soon(self._on_start_failure, child, gen, exc.error)
                 else:

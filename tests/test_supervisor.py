@@ -334,6 +334,34 @@ async def test_one_for_all_skips_stopped_children(autojump_clock: trio.testing.M
     assert starts(log, "c") == [0.0]
 
 
+async def test_group_restart_goes_on_when_the_failed_child_is_terminated(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+    sup = Supervisor(
+        [child(log, "a"), child(log, "b", crash_after=1.0, crashes=1), child(log, "c")],
+        strategy="one_for_all",
+        max_restarts=10,
+        backoff=Backoff(minimum=2.0, maximum=2.0, jitter=0.0),
+    )
+    async with trio.open_nursery() as n:
+        await n.start(sup.run)
+        await trio.sleep(1.5)  # b crashed at 1, a and c stopped, restart due at 3
+        assert {c.id: c.status for c in sup.which_children()} == {
+            "a": ChildStatus.RESTARTING,
+            "b": ChildStatus.RESTARTING,
+            "c": ChildStatus.RESTARTING,
+        }
+        await sup.terminate_child("b")
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.child_info("a").status is ChildStatus.RUNNING
+        assert sup.child_info("c").status is ChildStatus.RUNNING
+        assert sup.child_info("b").status is ChildStatus.STOPPED
+        n.cancel_scope.cancel()
+    assert starts(log, "a") == [0.0, 1.5] and starts(log, "c") == [0.0, 1.5]
+    assert starts(log, "b") == [0.0]
+
+
 # ---- intensity -----------------------------------------------------------------
 
 
