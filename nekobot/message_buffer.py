@@ -87,7 +87,13 @@ writes each batch's inserts and deletes in one transaction (group commit);
 committed, so every message whose ``add_message`` returned survives ``kill -9``.
 At start each platform's queue is loaded back in its original order. A corrupt
 database file is moved aside by the store; the buffer logs it and raises the
-alert ``storage:corrupt``, and starts empty.
+alert ``storage:corrupt``, and starts empty. The fsync level is the store's
+``PRAGMA synchronous`` (``NORMAL`` by default: a commit survives a process
+crash, not a power loss). If a commit fails (disk full, I/O error), the
+``add_message`` calls of that batch raise the ``sqlite3.Error`` and their
+messages are not buffered; removals in that batch stay in the file, so those
+messages may be replayed again after a restart (at-least-once), and the alert
+``buffer:store_error`` is raised.
 """
 
 from __future__ import annotations
