@@ -330,6 +330,9 @@ class _Queue:
         self.inflight: _Item | None = None
         self.failures = 0
         self.wake: trio.CancelScope | None = None
+        self.link_epoch = 0
+        """Bumped by every mark online/offline; a replay backing off skips its
+        wait when it changed (the link came back or went away meanwhile)."""
         self.buffered_total = 0
         self.restored_total = 0
         self.replayed_total = 0
@@ -1011,6 +1014,7 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         q = self._queue(req.platform_id)
         q.online = req.online
         q.failures = 0
+        q.link_epoch += 1
         if q.wake is not None:
             q.wake.cancel()
         if req.online:
@@ -1165,6 +1169,8 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                     ended = True  # _Next ended the replay atomically
                     break
                 seq, msg = nxt
+                q = self._queues[platform_id]
+                epoch = q.link_epoch
                 started = trio.current_time()
                 try:
                     if sender is None:
@@ -1178,11 +1184,11 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                     delay = await self._call(_Failed(platform_id, seq, repr(exc), link_error))
                     if delay is None or not background:
                         break
-                    q = self._queues[platform_id]
-                    with trio.CancelScope() as scope:
-                        q.wake = scope
-                        await trio.sleep(delay)
-                    q.wake = None
+                    if q.link_epoch == epoch:  # else: marked online/offline meanwhile
+                        with trio.CancelScope() as scope:
+                            q.wake = scope
+                            await trio.sleep(delay)
+                        q.wake = None
                     continue
                 await self._call(_Ack(platform_id, seq))
                 replayed.append(msg)

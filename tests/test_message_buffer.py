@@ -795,3 +795,25 @@ async def test_link_errors_never_drop_a_message(autojump_clock: trio.testing.Moc
         # backoff 1, 2, 4, ..., 60 (capped) between the 10 failures
         assert peer.times[0] - t0 == sum(min(2.0**i, 60.0) for i in range(10))
         assert buf.get_buffer_stats().dropped == {}
+
+
+async def test_link_back_during_a_failed_send_retries_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    buf = MessageBuffer(replay_rate=10, retry_interval=5.0)
+    peer = Peer(fail_on={0})
+    buf.set_sender(peer.send)
+
+    async def flap(msg: OutboundMessage) -> None:
+        if peer.calls == 1:  # the link drops and returns while the send is failing
+            await buf.mark_platform_offline("qq")
+            await buf.mark_platform_online("qq")
+
+    peer.on_send = flap
+    async with running(buf):
+        await buf.add_message("qq", "m", "x")
+        t0 = trio.current_time()
+        await buf.mark_platform_online("qq")
+        await peer.wait_for(1)
+        assert peer.times == [t0]  # no 5 s backoff: the link is new
+        assert peer.calls == 2
