@@ -9,6 +9,7 @@ under a ``MockClock(autojump_threshold=0)``.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -319,7 +320,7 @@ op_strategy = st.one_of(
 
 
 @settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("NEKOBOT_MODEL_EXAMPLES", "40")),  # more: set the variable
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
