@@ -32,6 +32,7 @@ drives this object; ``FaultIsolation`` itself has no task.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections import deque
@@ -253,9 +254,86 @@ CREATE TABLE IF NOT EXISTS fault_records (
     error_message TEXT NOT NULL,
     traceback TEXT NOT NULL,
     timestamp REAL NOT NULL,
-    isolation_strategy TEXT NOT NULL
+    isolation_strategy TEXT NOT NULL,
+    resolved INTEGER NOT NULL DEFAULT 0,
+    resolved_at REAL
 )
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS fault_records_platform ON fault_records (platform_id, id)"
+
+_Write = tuple[str, Any]
+"""("insert", FaultRecord), ("resolve", (platform_id, wall-clock time)) or
+("flush", trio.Event)."""
+
+
+def _write_batch(conn: Any, *, batch: list[_Write], keep: int, ready: bool) -> None:
+    from .storage import transaction
+
+    with transaction(conn):
+        if not ready:
+            conn.execute(_SCHEMA)
+            conn.execute(_INDEX)
+        touched: set[str] = set()
+        for kind, item in batch:
+            if kind == "insert":
+                r: FaultRecord = item
+                conn.execute(
+                    "INSERT INTO fault_records (platform_id, error_type, error_message,"
+                    " traceback, timestamp, isolation_strategy) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        r.platform_id,
+                        r.error_type,
+                        r.error_message,
+                        r.traceback_str,
+                        r.timestamp,
+                        r.isolation_strategy.value,
+                    ),
+                )
+                touched.add(r.platform_id)
+            else:
+                pid, at = item
+                conn.execute(
+                    "UPDATE fault_records SET resolved = 1, resolved_at = ?"
+                    " WHERE platform_id = ? AND resolved = 0 AND timestamp <= ?",
+                    (at, pid, at),
+                )
+        for pid in touched:  # the table is a ring per platform too
+            conn.execute(
+                "DELETE FROM fault_records WHERE platform_id = ? AND id NOT IN"
+                " (SELECT id FROM fault_records WHERE platform_id = ? ORDER BY id DESC LIMIT ?)",
+                (pid, pid, keep),
+            )
+
+
+def _load_records(conn: Any, keep: int) -> list[FaultRecord]:
+    conn.execute(_SCHEMA)
+    conn.execute(_INDEX)
+    rows = conn.execute(
+        "SELECT platform_id, error_type, error_message, traceback, timestamp,"
+        " isolation_strategy, resolved, resolved_at FROM ("
+        "  SELECT *, ROW_NUMBER() OVER (PARTITION BY platform_id ORDER BY id DESC) AS n"
+        "  FROM fault_records) WHERE n <= ? ORDER BY id",
+        (keep,),
+    ).fetchall()
+    out = []
+    for pid, et, em, tb, ts, strat, resolved, resolved_at in rows:
+        try:
+            strategy = IsolationStrategy(strat)
+        except ValueError:
+            strategy = IsolationStrategy.CONTINUE
+        out.append(
+            FaultRecord(
+                platform_id=pid,
+                error_type=et,
+                error_message=em,
+                traceback_str=tb,
+                timestamp=ts,
+                isolation_strategy=strategy,
+                resolved=bool(resolved),
+                resolved_at=resolved_at,
+            )
+        )
+    return out
 
 
 class FaultIsolation:
@@ -284,6 +362,9 @@ class FaultIsolation:
         self._platforms: dict[str, _Platform] = {}
         self._controller: PlatformController | None = None
         self._table_ready = False
+        self._writer: trio.MemorySendChannel[_Write] | None = None
+        self.dropped_writes = 0
+        """Fault-record writes dropped because the writer's queue was full."""
         self._last_level = DegradationLevel.NONE
         self._last_out: frozenset[str] = frozenset()
         self._listeners: list[Callable[[str, BreakerState], None]] = []
@@ -418,35 +499,80 @@ class FaultIsolation:
         p.records.append(record)
         if opened and not crashed and self._controller is not None:
             self._controller.fi_isolate(platform_id)
-        if self.store is not None:
-            try:
-                await self._persist(record)
-            except Exception:
-                log.exception("could not persist a fault record")
+        await self._queue_write(("insert", record))
         return record
 
-    async def _persist(self, r: FaultRecord) -> None:
-        assert self.store is not None
-        ready = self._table_ready
-
-        def write(conn: Any) -> None:
-            if not ready:
-                conn.execute(_SCHEMA)
-            conn.execute(
-                "INSERT INTO fault_records (platform_id, error_type, error_message, traceback,"
-                " timestamp, isolation_strategy) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    r.platform_id,
-                    r.error_type,
-                    r.error_message,
-                    r.traceback_str,
-                    r.timestamp,
-                    r.isolation_strategy.value,
-                ),
+    async def _queue_write(self, item: _Write) -> None:
+        if self.store is None:
+            return
+        if self._writer is not None:  # run() writes in batches, off the restart path
+            try:
+                self._writer.send_nowait(item)
+            except trio.WouldBlock:
+                self.dropped_writes += 1
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+            return
+        try:  # no writer task: write now
+            ready, keep = self._table_ready, self.cfg.max_fault_records
+            await self.store.run(
+                functools.partial(_write_batch, batch=[item], keep=keep, ready=ready)
             )
+            self._table_ready = True
+        except Exception:
+            log.exception("could not persist a fault record")
 
-        await self.store.run(write)
+    async def flush(self) -> None:
+        """Wait until every write queued so far reached the store (``run`` active)."""
+        if self._writer is None:
+            return
+        done = trio.Event()
+        await self._writer.send(("flush", done))
+        await done.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load kept fault records from the store, then write new ones in batches.
+
+        Optional: without it, records are written one by one inside
+        ``handle_fault`` (when a store was given). The table keeps at most
+        ``max_fault_records`` rows per platform. With no store it only waits.
+        """
+        if self.store is None:
+            task_status.started()
+            await trio.sleep_forever()
+        keep = self.cfg.max_fault_records
+        loaded = await self.store.run(lambda conn: _load_records(conn, keep))
         self._table_ready = True
+        for r in loaded:
+            p = self._p(r.platform_id)
+            p.records.append(r)
+        for p in self._platforms.values():
+            p.records = deque(sorted(p.records, key=lambda r: r.timestamp), maxlen=keep)
+        send, recv = trio.open_memory_channel[_Write](10_000)
+        self._writer = send
+        task_status.started()
+        try:
+            async with recv:
+                while True:
+                    batch = [await recv.receive()]
+                    while True:
+                        try:
+                            batch.append(recv.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    flushes = [ev for kind, ev in batch if kind == "flush"]
+                    batch = [w for w in batch if w[0] != "flush"]
+                    try:
+                        if batch:
+                            await self.store.run(
+                                functools.partial(_write_batch, batch=batch, keep=keep, ready=True)
+                            )
+                    except Exception:
+                        log.exception("could not persist %d fault record change(s)", len(batch))
+                    for ev in flushes:
+                        ev.set()
+        finally:
+            self._writer = None
 
     async def disable_platform(
         self, platform_id: str, *, by: str = "api", reason: str = ""
@@ -673,7 +799,16 @@ class FaultIsolation:
         now = time.time()
         if any(not r.resolved for r in p.records):
             p.records = deque(
-                (r if r.resolved else attrs.evolve(r, resolved=True, resolved_at=now))
-                for r in p.records
+                (
+                    r if r.resolved else attrs.evolve(r, resolved=True, resolved_at=now)
+                    for r in p.records
+                ),
+                maxlen=self.cfg.max_fault_records,
             )
-            p.records = deque(p.records, maxlen=self.cfg.max_fault_records)
+            if self._writer is not None:
+                try:
+                    self._writer.send_nowait(("resolve", (platform_id, now)))
+                except trio.WouldBlock:
+                    self.dropped_writes += 1
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass

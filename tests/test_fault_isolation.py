@@ -146,6 +146,41 @@ async def test_fault_records_persist_to_the_store() -> None:
     await store.close()
 
 
+async def test_run_loads_history_and_keeps_the_table_bounded(tmp_path: Any) -> None:
+    store = Store(tmp_path / "nekobot.db")
+    await store.open()
+    cfg = FaultIsolationConfig(max_fault_records=3)
+    fi = FaultIsolation.from_config(cfg, store=store)
+    async with trio.open_nursery() as n:
+        await n.start(fi.run)
+        for i in range(5):
+            await fi.handle_fault("qq", _raise(ValueError(f"e{i}")), {"source": "supervisor"})
+        fi.mark_recovered("qq")
+        await fi.handle_fault("tg", _raise(OSError("down")))
+        await fi.flush()
+        n.cancel_scope.cancel()
+    rows = await store.run(
+        lambda c: c.execute(
+            "SELECT platform_id, error_message, resolved FROM fault_records ORDER BY id"
+        ).fetchall()
+    )
+    assert rows == [("qq", "e2", 1), ("qq", "e3", 1), ("qq", "e4", 1), ("tg", "down", 0)]
+    # a new process: the kept records come back
+    again = FaultIsolation.from_config(cfg, store=store)
+    async with trio.open_nursery() as n:
+        await n.start(again.run)
+        recs = again.get_fault_records("qq")
+        assert [(r.error_message, r.resolved) for r in recs] == [
+            ("e2", True),
+            ("e3", True),
+            ("e4", True),
+        ]
+        assert "ValueError: e4" in recs[-1].traceback_str
+        assert again.get_fault_records("tg")[0].isolation_strategy is IsolationStrategy.CONTINUE
+        n.cancel_scope.cancel()
+    await store.close()
+
+
 # ---- with the runtime manager ------------------------------------------------------
 
 
