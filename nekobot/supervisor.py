@@ -352,6 +352,8 @@ class _Status:
         if self.started_flag:
             raise RuntimeError("called 'started' twice on the same task status")
         self.started_flag = True
+        if self._child.scope is not None:
+            self._child.scope.deadline = math.inf  # the start timeout no longer applies
         self._child.started_at = trio.current_time()
         self._sup._set_status(self._child, ChildStatus.RUNNING)
         self._real.started(value)
@@ -417,6 +419,9 @@ class Supervisor:
             status change.
         on_isolate: ``(child_id, reason)`` called when intensity isolates a child.
         max_fault_records (int): Fault records kept per child (a ring).
+        start_timeout (float): Seconds (Trio clock) a child gets to call
+            ``task_status.started()``; then it is cancelled and its start
+            fails with ``trio.TooSlowError``. Default: no limit.
         rng (random.Random | None): Source of jitter (tests pass a seeded one).
     """
 
@@ -435,6 +440,7 @@ class Supervisor:
         on_status: StatusHook | None = None,
         on_isolate: Callable[[str, str], None] | None = None,
         max_fault_records: int = 100,
+        start_timeout: float = math.inf,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
@@ -452,6 +458,9 @@ class Supervisor:
         self.on_status = on_status
         self.on_isolate = on_isolate
         self._max_faults = max_fault_records
+        if not start_timeout > 0:
+            raise ValueError(f"start_timeout must be > 0, got {start_timeout!r}")
+        self.start_timeout = start_timeout
         self._rng = rng or random.Random()
         self._children: dict[str, _Child] = {}
         for spec in children:
@@ -480,6 +489,7 @@ class Supervisor:
                 jitter=cfg.jitter,
                 reset_after=cfg.backoff_reset,
             ),
+            start_timeout=cfg.start_timeout,
             **kwargs,
         )
 
@@ -567,6 +577,8 @@ class Supervisor:
 
     async def _child_main(self, child: _Child, gen: int, task_status: trio.TaskStatus[Any]) -> None:
         scope = trio.CancelScope(shield=True)
+        if self.start_timeout != math.inf:
+            scope.deadline = trio.current_time() + self.start_timeout
         child.scope = scope
         child.done = done = trio.Event()
         child.started_at = None
@@ -587,7 +599,11 @@ class Supervisor:
             done.set()
         if not status.started_flag:
             if error is None:
-                if scope.cancelled_caught:
+                if scope.cancelled_caught and child.gen == gen:
+                    error = trio.TooSlowError(
+                        f"did not call task_status.started() within {self.start_timeout} s"
+                    )
+                elif scope.cancelled_caught:
                     error = trio.TooSlowError("stopped before it started")
                 else:
                     error = RuntimeError("returned without calling task_status.started()")

@@ -487,6 +487,28 @@ async def test_dynamic_children_and_otp_errors(autojump_clock: trio.testing.Mock
         n.cancel_scope.cancel()
 
 
+async def test_start_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    async def stuck(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.sleep_forever()  # never calls started()
+
+    async def late(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.sleep(4.0)
+        task_status.started()
+        await trio.sleep_forever()  # runs on well past the start timeout
+
+    sup = Supervisor(start_timeout=5.0)
+    async with trio.open_nursery() as n:
+        await n.start(sup.run)
+        with pytest.raises(ChildStartError, match=r"within 5\.0 s") as info:
+            await sup.start_child(ChildSpec("stuck", stuck))
+        assert isinstance(info.value.error, trio.TooSlowError)
+        assert trio.current_time() == 5.0
+        await sup.start_child(ChildSpec("late", late))
+        await trio.sleep(100.0)
+        assert sup.child_info("late").status is ChildStatus.RUNNING
+        n.cancel_scope.cancel()
+
+
 async def test_terminate_cancels_a_pending_restart(autojump_clock: trio.testing.MockClock) -> None:
     log: Log = []
     sup = Supervisor(

@@ -115,6 +115,9 @@ class SupervisorConfig:
     """Seconds a child must run without failing before its delay resets."""
     shutdown: float = attrs.field(default=5.0, validator=non_negative)
     """Seconds a platform child gets to stop before it is cancelled."""
+    start_timeout: float = attrs.field(default=60.0, validator=positive)
+    """Seconds a platform gets to call ``task_status.started()`` (Trio clock);
+    a start that takes longer is cancelled and fails (``inf`` waits forever)."""
 
 
 @attrs.frozen(kw_only=True)
