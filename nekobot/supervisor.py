@@ -664,7 +664,9 @@ class Supervisor:
 
     # ---- exits and restarts ------------------------------------------------
 
-    async def _on_exit(self, child: _Child, gen: int, error: BaseException | None) -> None:
+    async def _on_exit(
+        self, child: _Child, gen: int, error: BaseException | None, phase: str = "run"
+    ) -> None:
         if child.gen != gen:
             return  # stopped on purpose, or already superseded
         spec = child.spec
@@ -691,12 +693,13 @@ class Supervisor:
                 allowed = await self.fault_handler(
                     spec.id,
                     error,
-                    {"phase": "run", "ran_for": ran_for, "source": "supervisor"},
+                    {"phase": phase, "ran_for": ran_for, "source": "supervisor"},
                 )
             except Exception:
                 log.exception("%s: fault handler failed for %r", self.name, spec.id)
             if child.gen != gen:
                 return
+            now = trio.current_time()  # the handler may have taken a while
         if not restart:
             self._set_status(
                 child, ChildStatus.STOPPED if error is None else ChildStatus.FAILED, error
@@ -793,7 +796,7 @@ class Supervisor:
     async def _on_start_failure(self, child: _Child, gen: int, error: BaseException) -> None:
         # a failed (re)start is a fault like any other: same policy, same backoff
         child.started_at = None
-        await self._on_exit(child, gen, error)
+        await self._on_exit(child, gen, error, phase="start")
 
     async def _restart_group(self, failed: _Child, gen: int, delay: float) -> None:
         async with self._group_lock:
