@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import tomli_w
+import trio
 from hypothesis import HealthCheck, given, settings
 
 from nekobot.config.schema import config_to_dict, parse_config
@@ -73,9 +74,12 @@ async def test_changing_the_live_config_leaves_the_stored_version_as_it_was() ->
     stored = mgr.get_version("v1")
     assert stored.config == before
     assert stored.checksum == checksum
-    assert checksum == hashlib.sha256(
-        json.dumps(before, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    assert (
+        checksum
+        == hashlib.sha256(
+            json.dumps(before, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+    )
 
 
 async def test_checksum_is_checked_when_a_stored_version_is_read(tmp_path: Path) -> None:
@@ -297,3 +301,27 @@ async def test_valid_configs_round_trip_through_export_and_import(raw: dict[str,
         v2 = await mgr.import_version(path)
     assert v2.config == cfg
     assert v2.checksum == v1.checksum
+
+
+async def test_concurrent_check_and_set_lets_exactly_one_change_win() -> None:
+    mgr = await open_manager()
+    await mgr.create_version({"n": 0}, ConfigChangeType.CREATE, "", "t")
+    won: list[str] = []
+    lost: list[int] = []
+
+    async def change(i: int) -> None:
+        try:
+            v = await mgr.create_version(
+                {"n": i}, ConfigChangeType.UPDATE, "", f"w{i}", base_revision=1
+            )
+            won.append(v.author)
+        except RevisionConflict as exc:
+            lost.append(exc.current or 0)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i in range(1, 11):
+                nursery.start_soon(change, i)
+    assert len(won) == 1 and len(lost) == 9
+    assert set(lost) == {2}
+    assert mgr.current_revision == 2 and mgr.get_version("v2").author == won[0]
