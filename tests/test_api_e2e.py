@@ -81,6 +81,49 @@ async def test_operate_a_running_bot_over_http(tmp_path: Path) -> None:
                 assert life["platforms"]["tiny"]["state"] == "running"
                 assert bot.runtime_manager.get_platform_actor("tiny") is not None
 
+                # change its connection settings: rebuilt with the new config, recorded
+                conn = await call(
+                    "POST",
+                    "/api/connection/config",
+                    json={"platform_id": "tiny", "connection": {"reconnect_interval": 4.0}},
+                )
+                assert conn["revision"] == 3
+                assert (
+                    bot.runtime_manager.platform_configs["tiny"].connection.reconnect_interval
+                    == 4.0
+                )
+                stats = await call("GET", "/api/connection/stats", params={"platform_id": "tiny"})
+                assert stats["platforms"]["tiny"]["config"]["reconnect_interval"] == 4.0
+                assert stats["platforms"]["tiny"]["online"] is True
+
+                # every read-only route answers with the real parts' snapshots
+                for path, params in [
+                    ("/api/runtime/lifecycle", {}),
+                    ("/api/connection/stats", {}),
+                    ("/api/fault/isolation", {}),
+                    ("/api/fault/records", {}),
+                    ("/api/message/router/stats", {}),
+                    ("/api/message/buffer/stats", {}),
+                    ("/api/message/buffer/messages", {"platform_id": "tiny"}),
+                    ("/api/monitor/status", {}),
+                    ("/api/monitor/platforms", {}),
+                    ("/api/monitor/alerts", {"include_resolved": "true"}),
+                ]:
+                    await call("GET", path, params=params)
+                restarted = await call(
+                    "POST",
+                    "/api/runtime/lifecycle",
+                    json={"platform_id": "tiny", "action": "restart"},
+                )
+                assert restarted["status"]["state"] == "running"
+                assert restarted["status"]["restart_count"] == 1
+                replay = await call(
+                    "POST", "/api/message/buffer/replay", json={"platform_id": "tiny"}
+                )
+                assert replay["replayed"] == 0
+                metrics = await api.get("/metrics")
+                assert metrics.status_code == 200 and "# TYPE" in metrics.text
+
                 # disable it by hand: stopped, and shown as disabled by a person
                 await call(
                     "POST",
