@@ -1132,10 +1132,25 @@ async def serve_api(
     config.errorlog = log
     config.graceful_timeout = 1.0
     app: Any = create_app(bot, cfg)  # Starlette's ASGI types differ from Hypercorn's
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            functools.partial(hypercorn.trio.serve, app, config, mode="asgi")
-        )
-        port = int(binds[0].rpartition(":")[2])
-        log.info("HTTP API listening on %s", ", ".join(binds))
-        task_status.started(port)
+    started = False
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                functools.partial(hypercorn.trio.serve, app, config, mode="asgi")
+            )
+            started = True
+            port = int(binds[0].rpartition(":")[2])
+            log.info("HTTP API listening on %s", ", ".join(binds))
+            task_status.started(port)
+    except BaseExceptionGroup as group:
+        # A bind failure arrives wrapped in Hypercorn's nurseries: raise it plainly.
+        bind_error, rest = group.split(OSError)
+        if started or bind_error is None or rest is not None:
+            raise
+        first: BaseException = bind_error
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        assert isinstance(first, OSError)
+        raise OSError(
+            first.errno, f"cannot serve the HTTP API on {config.bind[0]}: {first.strerror}"
+        ) from first
