@@ -284,6 +284,8 @@ async def test_openapi_documents_every_route_and_nothing_else(bot: FakeBot) -> N
     assert {(m, p) for m, p, _, _ in ROUTES} == served  # the per-route test covers every route
     doc = openapi_document()
     assert doc["openapi"].startswith("3.1")
+    op_ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(op_ids) == len(set(op_ids)) == len(served)
     for path, ops in doc["paths"].items():
         for op in ops.values():
             if path.startswith("/api"):
