@@ -225,11 +225,19 @@ async def test_diff_is_a_json_patch_and_a_toml_diff_with_secrets_redacted() -> N
 
 
 def test_redact_walks_lists_and_depth() -> None:
-    cfg = {"a": [{"token": "x"}, {"b": {"my_secret": "y", "tokens": 3}}], "password": "z"}
+    cfg = {
+        "a": [{"token": "x"}, {"b": {"my_secret": "y", "tokens": 3}}],
+        "password": "z",
+        "secret": {"value": "w", "list": ["v"]},
+        "api_token": ["u"],
+    }
     assert redact(cfg) == {
         "a": [{"token": REDACTED}, {"b": {"my_secret": REDACTED, "tokens": 3}}],
         "password": REDACTED,
+        "secret": REDACTED,
+        "api_token": REDACTED,
     }
+    assert redact(cfg, {**cfg, "secret": {"value": "other"}})["secret"] == "*** (changed)"
 
 
 async def test_export_and_import_round_trip(tmp_path: Path) -> None:

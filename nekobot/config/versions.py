@@ -91,7 +91,7 @@ def redact(value: Any, other: Any = None) -> Any:
         out: dict[str, Any] = {}
         for k, v in value.items():
             o = other.get(k, _MISSING) if isinstance(other, Mapping) else _MISSING
-            if is_secret_key(str(k)) and not isinstance(v, Mapping | list):
+            if is_secret_key(str(k)):  # whatever it holds (a table, an array) is hidden
                 out[k] = REDACTED if (o is _MISSING or o == v) else _REDACTED_CHANGED
             else:
                 out[k] = redact(v, None if o is _MISSING else o)
