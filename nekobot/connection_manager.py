@@ -162,11 +162,13 @@ class ConnectionStats:
     last_close_reason: str | None
     last_error: str | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the status as its value)."""
         d = attrs.asdict(self)
         d["status"] = self.status.value
         return d
+
+    as_dict = to_dict
 
 
 def _effective_timeout(cfg: ConnectionConfig, announced: float | None) -> float:

@@ -697,7 +697,7 @@ class OneBotV11Platform(PlatformActor):
         ``mode``, ``bound_port`` / ``url``, ``connections`` (self_id, role,
         generation), ``pending_calls``, ``counters`` and ``lifecycle``.
         """
-        stats = self.connection_manager.get_connection_stats().as_dict()
+        stats = self.connection_manager.get_connection_stats().to_dict()
         stats.update(
             mode=self.config.mode,
             bound_port=self.bound_port,
