@@ -757,3 +757,31 @@ async def test_metrics_reach_the_real_monitor_and_never_break_the_link() -> None
             await peer.send(EVENTS[0])
             await wait_for(lambda: emitted(platform))
             assert platform.online and platform.counters["dropped_not_json"] == 1
+
+
+async def test_reverse_port_in_use_fails_run_with_oserror() -> None:
+    with trio.fail_after(10):
+        async with running() as first:
+            clash = OneBotV11Platform("qq2", OneBotV11Config(port=first.bound_port))
+            with pytest.raises(OSError):
+                await clash.run()
+
+
+async def test_reverse_disconnect_refuses_peers_until_connect() -> None:
+    rec = Recorder()
+    with trio.fail_after(10):
+        async with running(recorder=rec) as platform:
+            async with open_reverse_peer(platform.bound_port, token=TOKEN) as peer:
+                await wait_for(lambda: platform.online)
+                await platform.connection_manager.disconnect()
+                with pytest.raises(trio_websocket.ConnectionClosed):
+                    await peer.ws.get_message()
+            assert not platform.online
+            with pytest.raises(trio_websocket.ConnectionRejected) as info:
+                async with open_reverse_peer(platform.bound_port, token=TOKEN):
+                    pass  # pragma: no cover
+            assert info.value.status_code == 503
+            assert await platform.connection_manager.connect() is False  # nothing to dial
+            async with open_reverse_peer(platform.bound_port, token=TOKEN):
+                await wait_for(lambda: platform.online)
+            assert rec.links == ["up", "down", "up", "down"]
