@@ -375,10 +375,11 @@ class ConnectionManager:
         return self._wanted
 
     def get_connection_stats(self) -> ConnectionStats:
-        """A snapshot of the link's state (sync, no round trip)."""
+        """A snapshot of the link's state (sync, no round trip; call it inside Trio)."""
         now = trio.current_time()
         up = [link for link in self._links.values() if link.is_up]
         uptime = max((now - link.up_at for link in up if link.up_at is not None), default=0.0)
+        failures = 0 if up and uptime >= self.config.stable_after else self._failures
         hb = min((link.heartbeat_timeout() for link in up), default=None)
         if hb is None:
             hb = _effective_timeout(self.config, None)
@@ -387,7 +388,7 @@ class ConnectionManager:
             status=self._status,
             links=len(up),
             reconnect_count=self._reconnect_count,
-            consecutive_failures=self._failures,
+            consecutive_failures=failures,
             last_connected=self._last_connected_wall,
             last_heartbeat=self._last_arrival_wall,
             uptime=uptime,

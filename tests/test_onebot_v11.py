@@ -785,3 +785,15 @@ async def test_reverse_disconnect_refuses_peers_until_connect() -> None:
             async with open_reverse_peer(platform.bound_port, token=TOKEN):
                 await wait_for(lambda: platform.online)
             assert rec.links == ["up", "down", "up", "down"]
+
+
+async def test_send_refuses_non_object_content() -> None:
+    from nekobot.errors import InvalidRequest
+
+    with trio.fail_after(10):
+        async with running() as platform, open_reverse_peer(platform.bound_port, token=TOKEN):
+            await wait_for(lambda: platform.online)
+            with pytest.raises(InvalidRequest, match="content"):
+                await platform.send(
+                    OutboundMessage(platform_id="qq", message_type="group", content=["x"])
+                )

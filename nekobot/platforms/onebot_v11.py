@@ -40,6 +40,7 @@ import itertools
 import json
 import logging
 import math
+import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -55,6 +56,7 @@ from ..errors import (
     CallTimeout,
     ConnectionClosed,
     FrameTooLarge,
+    InvalidRequest,
     OneBotActionFailed,
     PlatformOffline,
 )
@@ -278,6 +280,7 @@ class OneBotV11Platform(PlatformActor):
         self._conns: dict[int, _Conn] = {}
         self._pending: dict[str, _Pending] = {}
         self._echo_seq = itertools.count(1)
+        self._echo_prefix = secrets.token_hex(3)  # unique across instances (hot reload)
         self._nursery: trio.Nursery | None = None
         self.counters: dict[str, int] = {
             "frames_received": 0,
@@ -627,7 +630,7 @@ class OneBotV11Platform(PlatformActor):
                 ``retcode`` other than 0 (ok) and 1 (async).
         """
         conn = self._api_conn(self_id)
-        echo = f"nb-{next(self._echo_seq)}"
+        echo = f"nb-{self._echo_prefix}-{next(self._echo_seq)}"
         frame = json.dumps(
             {"action": action, "params": dict(params or {}), "echo": echo},
             ensure_ascii=False,
@@ -645,13 +648,13 @@ class OneBotV11Platform(PlatformActor):
         t0 = trio.current_time()
         limit = self.config.api_timeout if timeout is None else timeout
         try:
-            try:
-                await conn.ws.send_message(frame)
-            except trio_websocket.ConnectionClosed as exc:
-                raise ConnectionClosed(
-                    f"platform {self.platform_id!r}: connection closed while sending {action}"
-                ) from exc
             with trio.move_on_after(limit):
+                try:
+                    await conn.ws.send_message(frame)
+                except trio_websocket.ConnectionClosed as exc:
+                    raise ConnectionClosed(
+                        f"platform {self.platform_id!r}: connection closed while sending {action}"
+                    ) from exc
                 await slot.done.wait()
         finally:
             self._pending.pop(key, None)
@@ -678,8 +681,11 @@ class OneBotV11Platform(PlatformActor):
 
         Raises:
             PlatformOffline, ConnectionClosed: not delivered (the bot buffers it).
+            InvalidRequest: ``content`` is not an object.
             OneBotActionFailed, CallTimeout, FrameTooLarge: see :meth:`call_api`.
         """
+        if message.content is not None and not isinstance(message.content, Mapping):
+            raise InvalidRequest("content: must be an object (the OneBot action's params)")
         params = dict(message.content or {})
         action = message.message_type
         if action in ("private", "group"):
