@@ -183,14 +183,15 @@ async def test_malformed_frames_are_counted_and_dropped_link_stays_open() -> Non
             oversized["raw_message"] = "x" * 5000
             await peer.send(json.dumps(oversized))
             await peer.send("猫" * 1400)  # 1400 chars but 4200 UTF-8 bytes: oversized
+            await peer.send("[" * 4000)  # nesting deeper than the JSON parser's recursion
             await peer.send(good)
             await wait_for(lambda: len(emitted(platform)) == 2)
             c = platform.counters
-            assert c["dropped_not_json"] == 2
+            assert c["dropped_not_json"] == 3
             assert c["dropped_not_object"] == 2
             assert c["dropped_no_post_type"] == 2
             assert c["dropped_oversized"] == 2
-            assert c["frames_received"] == 10
+            assert c["frames_received"] == 11
             assert [m.content for m in emitted(platform)] == [json.loads(good)] * 2
             # the link stayed open: a call still works on it
             async with trio.open_nursery() as nursery:
@@ -797,3 +798,56 @@ async def test_send_refuses_non_object_content() -> None:
                 await platform.send(
                     OutboundMessage(platform_id="qq", message_type="group", content=["x"])
                 )
+
+
+# ---- Hypothesis: any frame is classified, none breaks the reader ---------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FRAMES = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    JSON.map(json.dumps),
+    st.fixed_dictionaries(
+        {"post_type": st.one_of(st.sampled_from(["message", "notice", "meta_event"]), JSON)},
+        optional={
+            "message_id": JSON,
+            "self_id": JSON,
+            "meta_event_type": st.sampled_from(["heartbeat", "lifecycle"]),
+            "interval": JSON,
+            "echo": JSON,
+        },
+    ).map(json.dumps),
+    st.sampled_from(EVENTS + RESPONSES),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(FRAMES, max_size=12))
+def test_every_frame_is_classified_and_none_raises(frames: list[str | bytes]) -> None:
+    from nekobot.platforms.onebot_v11 import _Conn
+
+    async def main() -> OneBotV11Platform:
+        platform = OneBotV11Platform("qq", OneBotV11Config(port=0, max_frame_size=64 * 1024))
+        link = platform.connection_manager._new_link()
+        conn = _Conn(ws=None, link=link, self_id="10001", role="Universal")  # type: ignore[arg-type]
+        for frame in frames:
+            await platform._on_frame(conn, frame)
+        return platform
+
+    platform = trio.run(main)
+    c = platform.counters
+    dropped = sum(v for k, v in c.items() if k.startswith("dropped_"))
+    assert c["frames_received"] == len(frames)
+    assert c["events"] + c["responses"] + dropped == len(frames)
+    assert len(emitted(platform)) == c["events"]
+    for m in emitted(platform):
+        assert isinstance(m.content, dict) and m.message_type == m.content["post_type"]

@@ -524,7 +524,7 @@ class OneBotV11Platform(PlatformActor):
             text = data
         try:
             frame = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             self._drop("dropped_not_json")
             return
         if not isinstance(frame, dict):
