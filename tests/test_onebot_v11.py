@@ -851,3 +851,32 @@ def test_every_frame_is_classified_and_none_raises(frames: list[str | bytes]) ->
     assert len(emitted(platform)) == c["events"]
     for m in emitted(platform):
         assert isinstance(m.content, dict) and m.message_type == m.content["post_type"]
+
+
+async def test_reverse_peer_vanishing_mid_handshake_leaves_the_listener_serving() -> None:
+    import socket
+    import struct
+
+    import wsproto
+    import wsproto.events
+
+    with trio.fail_after(10):
+        async with running() as platform:
+            for _ in range(5):
+                stream = await trio.open_tcp_stream("127.0.0.1", platform.bound_port)
+                ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+                request = wsproto.events.Request(
+                    host="127.0.0.1",
+                    target="/onebot/v11/ws",
+                    extra_headers=reverse_headers(token=TOKEN),
+                )
+                await stream.send_all(ws.send(request))
+                # reset at once (SO_LINGER 0): the server's accept/send hits a dead socket
+                stream.socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                await stream.aclose()
+            async with open_reverse_peer(platform.bound_port, token=TOKEN) as peer:
+                await peer.send(EVENTS[2])
+                await wait_for(lambda: emitted(platform))
+                assert platform.online

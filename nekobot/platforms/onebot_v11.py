@@ -355,6 +355,15 @@ class OneBotV11Platform(PlatformActor):
     # ---- reverse WebSocket --------------------------------------------------
 
     async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
+        # One connection's I/O trouble (peer gone mid-handshake, reset) must not
+        # take the listener and its other connections down; other errors do
+        # fail the platform (the supervisor decides).
+        try:
+            await self._handle_request_inner(request)
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError) as exc:
+            log.info("%s: a reverse connection ended with %r", self.platform_id, exc)
+
+    async def _handle_request_inner(self, request: trio_websocket.WebSocketRequest) -> None:
         split = urlsplit(request.path)
         path = split.path.rstrip("/") or "/"
         base = self.config.path.rstrip("/") or "/"
