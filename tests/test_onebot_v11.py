@@ -880,3 +880,10 @@ async def test_reverse_peer_vanishing_mid_handshake_leaves_the_listener_serving(
                 await peer.send(EVENTS[2])
                 await wait_for(lambda: emitted(platform))
                 assert platform.online
+
+
+async def test_reverse_on_localhost_name() -> None:
+    with trio.fail_after(10):
+        cfg = OneBotV11Config(host="localhost", port=0, access_token=TOKEN)
+        async with running(cfg) as platform:
+            assert isinstance(platform.bound_port, int) and platform.bound_port > 0

@@ -14,7 +14,9 @@ Protocol rules followed here (botuniverse/onebot-11):
 * ``communication/authorization.md``: the token arrives as
   ``Authorization: Bearer <token>`` (``Token <token>`` is accepted as well, as
   some implementations send it) or as the ``access_token`` query parameter.
-  A handshake with a missing or wrong token is rejected with HTTP 401.
+  A handshake with a missing or wrong token is rejected with HTTP 401 (the
+  v11 text answers a *wrong* token with 403; NekoBot answers 401 to both, as
+  issue 2 asks, and treats 401 and 403 alike when it dials out).
 * ``event/meta.md``: ``heartbeat`` events carry ``interval`` in milliseconds;
   they feed the link's liveness (arrival time on the Trio clock, never the
   frame's ``time``). ``lifecycle`` ``connect`` is recorded.
@@ -335,7 +337,10 @@ class OneBotV11Platform(PlatformActor):
                             disconnect_timeout=1.0,
                         )
                     )
-                    self.bound_port = server.port
+                    # (``server.port`` refuses several listeners, e.g. "localhost"
+                    # bound on IPv4 and IPv6; with port 0 each may differ: the first)
+                    first = server.listeners[0]
+                    self.bound_port = first.port if hasattr(first, "port") else server.port
                     log.info(
                         "%s: OneBot v11 reverse WebSocket on ws://%s:%d%s",
                         self.platform_id,
