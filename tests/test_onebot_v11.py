@@ -887,3 +887,53 @@ async def test_reverse_on_localhost_name() -> None:
         cfg = OneBotV11Config(host="localhost", port=0, access_token=TOKEN)
         async with running(cfg) as platform:
             assert isinstance(platform.bound_port, int) and platform.bound_port > 0
+
+
+async def test_fixture_actions_with_any_json_echo_round_trip() -> None:
+    from nekobot.errors import InvalidRequest
+    from tests.onebot_peer import ACTIONS
+
+    actions = [json.loads(line) for line in ACTIONS]
+    responses = [json.loads(line) for line in RESPONSES]
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+
+            async def implementation() -> None:
+                for _ in range(len(actions) + 1):
+                    got = await peer.recv_action()
+                    match = [r for r in responses if r["echo"] == got["echo"]]
+                    if match:
+                        await peer.send(match[0])
+                    else:  # the same object echoed back with its keys reordered
+                        assert got["echo"] == {"a": 1, "b": [2]}
+                        await peer.send(
+                            '{"status":"ok","retcode":0,"data":"ab","echo":{"b":[2],"a":1}}'
+                        )
+
+            results: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(implementation)
+                for a in actions:
+                    try:
+                        results.append(
+                            await platform.call_api(a["action"], a["params"], echo=a["echo"])
+                        )
+                    except OneBotActionFailed as exc:
+                        results.append(exc.retcode)
+                results.append(await platform.call_api("x", {}, echo={"a": 1, "b": [2]}))
+            # echo "nb-1", {"seq": 2} and 3 each matched its own response
+            assert results == [{"message_id": 1001}, {"message_id": -2001}, 100, "ab"]
+            assert platform.counters["responses_unmatched"] == 0
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(platform.call_api, "slow", {}, None)
+                await wait_for(lambda: platform.get_connection_stats()["pending_calls"] == 1)
+                pending_echo = (await peer.recv_action())["echo"]
+                with pytest.raises(InvalidRequest, match="pending"):
+                    await platform.call_api("dup", {}, echo=pending_echo)
+                with pytest.raises(InvalidRequest, match="JSON"):
+                    await platform.call_api("bad", {}, echo=object())
+                await peer.send({"status": "ok", "retcode": 0, "data": 1, "echo": pending_echo})

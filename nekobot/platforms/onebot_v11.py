@@ -619,6 +619,7 @@ class OneBotV11Platform(PlatformActor):
         timeout: float | None = None,  # noqa: ASYNC109 (the contract's signature)
         *,
         self_id: Any = None,
+        echo: Any = None,
     ) -> Any:
         """Call one OneBot v11 action and return the response's ``data``.
 
@@ -629,12 +630,16 @@ class OneBotV11Platform(PlatformActor):
                 default ``api_timeout``.
             self_id: Reverse mode with several accounts: which account's
                 connection to use (default: the newest API-capable connection).
+            echo: The ``echo`` to send, any JSON value (default: a fresh unique
+                string). The response is matched by its JSON value (object key
+                order aside), so non-string echoes work.
 
         Returns:
             The response's ``data`` (``None`` for ``status: "async"``).
 
         Raises:
             PlatformOffline: no live connection can carry the call.
+            InvalidRequest: ``echo`` is not JSON, or a pending call uses it.
             FrameTooLarge: the encoded frame exceeds ``max_frame_size`` (only this
                 call fails).
             ConnectionClosed: the connection closed before the response arrived
@@ -644,7 +649,13 @@ class OneBotV11Platform(PlatformActor):
                 ``retcode`` other than 0 (ok) and 1 (async).
         """
         conn = self._api_conn(self_id)
-        echo = f"nb-{self._echo_prefix}-{next(self._echo_seq)}"
+        if echo is None:
+            echo = f"nb-{self._echo_prefix}-{next(self._echo_seq)}"
+        key = _echo_key(echo)
+        if key is None:
+            raise InvalidRequest(f"echo: not a JSON value: {echo!r}")
+        if key in self._pending:
+            raise InvalidRequest(f"echo: {echo!r} is already used by a pending call")
         frame = json.dumps(
             {"action": action, "params": dict(params or {}), "echo": echo},
             ensure_ascii=False,
@@ -654,8 +665,6 @@ class OneBotV11Platform(PlatformActor):
             raise FrameTooLarge(
                 f"{action}: frame larger than max_frame_size={self.config.max_frame_size} bytes"
             )
-        key = _echo_key(echo)
-        assert key is not None
         slot = _Pending(conn.generation)
         self._pending[key] = slot
         conn.pending.add(key)
