@@ -633,7 +633,10 @@ class ConnectionManager:
         if link.api_capable:
             self._online_links += 1
             if self._online_links == 1 and self._connect_cb is not None:
-                await self._connect_cb()
+                try:
+                    await self._connect_cb()
+                except Exception:  # the link is up regardless; do not drop it
+                    log.exception("%s: connect callback failed", self.platform_id)
         self._metric("platform_connection_up", 1.0, "gauge")
 
     async def _end_link(self, link: Link) -> None:

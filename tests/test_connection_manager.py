@@ -462,3 +462,23 @@ def test_schedule_matches_the_model(outcomes: list[tuple[Any, ...]]) -> None:
 
     got = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert got == [round(x, 9) for x in model_schedule(outcomes, c)]
+
+
+async def test_a_failing_connect_callback_does_not_drop_the_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def boom() -> None:
+        raise RuntimeError("buffer unavailable")
+
+    async def connector(link: Link) -> None:
+        await link.up()
+        await trio.sleep_forever()
+
+    m = ConnectionManager("p", cfg())
+    m.set_callbacks(boom, None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(m.run, connector)
+        await trio.sleep(100)
+        assert m.status is ConnectionStatus.CONNECTED
+        assert len(m.attempt_times) == 1
+        nursery.cancel_scope.cancel()
