@@ -474,7 +474,7 @@ async def test_a_failing_connect_callback_does_not_drop_the_link(
         await link.up()
         await trio.sleep_forever()
 
-    m = ConnectionManager("p", cfg())
+    m = ConnectionManager("p", cfg(heartbeat_interval=1e6))
     m.set_callbacks(boom, None)
     async with trio.open_nursery() as nursery:
         await nursery.start(m.run, connector)
