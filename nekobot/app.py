@@ -385,7 +385,9 @@ class NekoBot:
         if fi_run is not None:
             await self._start_child("fault_isolation", fi_run)
         await self.config_version_manager.open()
-        await self._start_child("platforms", self.runtime_manager.run)
+        await self._start_child(
+            "platforms", self.runtime_manager.run, stop=self.runtime_manager.begin_shutdown
+        )
         await self._load_plugins()
         await self.runtime_manager.load(dict(self.config.platforms))
         if self.config_version_manager.current_revision is None or not await self._same_as_current():

@@ -222,6 +222,7 @@ class RuntimeManager:
         )
         self._entries: dict[str, _Entry] = {}
         self._nursery: trio.Nursery | None = None
+        self._shutting_down = False
         self._change_hook: Callable[[str], Awaitable[None]] | None = None
         self._apply_lock = trio.Lock()
 
@@ -250,6 +251,7 @@ class RuntimeManager:
         Cancelling it stops every platform in reverse start order, each within
         ``[supervisor] shutdown`` seconds.
         """
+        self._shutting_down = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -257,6 +259,10 @@ class RuntimeManager:
                 task_status.started()
         finally:
             self._nursery = None
+
+    async def begin_shutdown(self) -> None:
+        """The bot is stopping: platforms going down now are expected, not alerts."""
+        self._shutting_down = True
 
     async def load(self, platforms: Mapping[str, PlatformConfig]) -> None:
         """Add every platform and start the enabled ones, in order.
@@ -362,16 +368,25 @@ class RuntimeManager:
             running = state is PlatformState.RUNNING
             if self.monitor is not None and running != was_running:
                 try:
-                    self.monitor.set_platform_state(e.pid, running)
+                    self.monitor.set_platform_state(
+                        e.pid, running, expected=self._shutting_down or not self._wanted(e)
+                    )
                 except Exception:
                     log.exception("monitor.set_platform_state failed")
         e.changed.set()
         e.changed = trio.Event()
         self._report(e)
 
+    def _wanted(self, e: _Entry) -> bool:
+        return (e.want and e.config.enabled) or self.fault_isolation.is_disabled(e.pid)
+
     def _report(self, e: _Entry) -> None:
         fi = self.fault_isolation
-        wanted = (e.want and e.config.enabled) or fi.is_disabled(e.pid)
+        wanted = self._wanted(e)
+        if self._shutting_down or (e.state is PlatformState.STARTING and e.last_error is None):
+            # Not "out": the bot is stopping, or the platform is on its way up
+            # for the first time. Neither is a degradation to alert about.
+            wanted = False
         reason = e.state.value + (f" ({e.last_error})" if e.last_error else "")
         fi.set_platform_state(
             e.pid, running=e.state is PlatformState.RUNNING, wanted=wanted, reason=reason

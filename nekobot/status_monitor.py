@@ -604,19 +604,21 @@ class StatusMonitor:
         else:
             metric.observe(value)
 
-    def set_platform_state(self, platform_id: str, running: bool) -> None:
+    def set_platform_state(self, platform_id: str, running: bool, *, expected: bool = False) -> None:
         """Record whether a platform runs; feeds the "platform down" alert at once.
 
         ``running=False`` opens (or updates) the ERROR alert
-        ``platform_down:<platform_id>``; ``running=True`` resolves it. The
-        platform is known to :meth:`get_platform_status` from then on.
+        ``platform_down:<platform_id>`` unless ``expected`` is true (a person
+        stopped it, or the bot is shutting down); ``running=True`` or an
+        expected stop resolves it. The platform is known to
+        :meth:`get_platform_status` from then on.
         """
         w = self._windows.get(platform_id)
         if w is None:
             w = self._windows[platform_id] = _Window(self.config.window, self.config.history_size)
         w.running = running
         key = f"platform_down:{platform_id}"
-        if running:
+        if running or expected:
             self.clear_alert(key)
         else:
             self.fire_alert(

@@ -137,6 +137,7 @@ class FakeMonitor:
         self.fired: list[tuple[str, Any, str]] = []
         self.cleared: list[str] = []
         self.states: list[tuple[str, bool]] = []
+        self.expected: list[bool] = []
         self.forgotten: list[str] = []
 
     def fire_alert(
@@ -155,8 +156,9 @@ class FakeMonitor:
         self.alerts.pop(key, None)
         self.cleared.append(key)
 
-    def set_platform_state(self, platform_id: str, running: bool) -> None:
+    def set_platform_state(self, platform_id: str, running: bool, *, expected: bool = False) -> None:
         self.states.append((platform_id, running))
+        self.expected.append(expected)
 
     def forget_platform(self, platform_id: str) -> None:
         self.forgotten.append(platform_id)

@@ -100,6 +100,7 @@ async def test_lifecycle(autojump_clock: trio.testing.MockClock) -> None:
         assert "a" not in rm.platform_configs
         assert world.alive["a"] == 0
     assert monitor.states[:2] == [("a", True), ("a", False)]  # up, then stopped at 1.0
+    assert monitor.expected[1] is True  # a person stopped it: no "platform down" alert
     assert monitor.forgotten == ["a"]  # removed: the monitor drops it
 
 
