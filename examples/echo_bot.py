@@ -38,7 +38,9 @@ async def main() -> None:
                 return
             action, params = target
             name = (event.get("sender") or {}).get("nickname", "friend")
-            receipt = await bot.send(message.platform_id, action, {**params, "message": f"hello, {name}!"})
+            receipt = await bot.send(
+                message.platform_id, action, {**params, "message": f"hello, {name}!"}
+            )
             print("answered", "(buffered: platform offline)" if receipt.buffered else "")
 
         bot.message_router.register_handler("message", on_message)

@@ -120,7 +120,7 @@ class ActorRef(Generic[M]):
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStopped(f"actor {self.name!r} is not running") from None
 
-    async def call(self, msg: M, *, timeout: float = 5.0) -> Any:
+    async def call(self, msg: M, *, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 - seed API
         """Send ``msg`` and wait for the actor's reply.
 
         Args:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,13 +32,13 @@ import trio
 from .config.schema import NekoBotConfig, load_config, parse_config
 from .errors import (
     ConfigError,
-    ConnectionClosed,
     Conflict,
+    ConnectionClosed,
     NekoBotError,
     PlatformNotFound,
     PlatformOffline,
 )
-from .message_router import Message, MessagePriority
+from .message_router import MessagePriority
 from .platforms.base import (
     OutboundMessage,
     PlatformActor,
@@ -158,7 +157,10 @@ class NekoBot:
     def _build_platform(self, platform_id: str, pc: Any) -> PlatformActor:
         cls = load_platform_class(pc.type)
         return cls(
-            platform_id, pc.settings, connection=pc.connection, context=self._context_for(platform_id)
+            platform_id,
+            pc.settings,
+            connection=pc.connection,
+            context=self._context_for(platform_id),
         )
 
     async def _deliver(self, message: OutboundMessage) -> SendReceipt:
@@ -246,7 +248,12 @@ class NekoBot:
             await self._record_version(description or "platform change", author="runtime")
 
     async def _record_version(
-        self, description: str, *, author: str, change_type: Any = None, base_revision: int | None = None
+        self,
+        description: str,
+        *,
+        author: str,
+        change_type: Any = None,
+        base_revision: int | None = None,
     ) -> Any:
         from .config.schema import config_to_dict
         from .config.versions import ConfigChangeType
@@ -293,7 +300,11 @@ class NekoBot:
             new = parse_config(new, source_dir=self.config.source_dir)
         async with self._config_lock:
             current_rev = getattr(self.config_version_manager, "current_revision", None)
-            if base_revision is not None and current_rev is not None and base_revision != current_rev:
+            if (
+                base_revision is not None
+                and current_rev is not None
+                and base_revision != current_rev
+            ):
                 from .errors import Conflict as _Conflict
 
                 err_cls: type[Conflict] = _Conflict
@@ -303,9 +314,7 @@ class NekoBot:
                     err_cls = RevisionConflict
                 except ImportError:  # pragma: no cover
                     pass
-                raise err_cls(
-                    f"config changed since revision {base_revision} (now {current_rev})"
-                )
+                raise err_cls(f"config changed since revision {base_revision} (now {current_rev})")
             old = self.config
             self._applying = True
             try:
@@ -330,7 +339,9 @@ class NekoBot:
         if self.config_path is None:
             raise ConfigError(["(reload): this bot was not started from a config file"])
         new = await trio.to_thread.run_sync(load_config, self.config_path)
-        return await self.apply_config(new, description=f"reload of {self.config_path}", author=author)
+        return await self.apply_config(
+            new, description=f"reload of {self.config_path}", author=author
+        )
 
     # ---- start / stop ----------------------------------------------------
 
@@ -390,7 +401,10 @@ class NekoBot:
         )
         await self._load_plugins()
         await self.runtime_manager.load(dict(self.config.platforms))
-        if self.config_version_manager.current_revision is None or not await self._same_as_current():
+        if (
+            self.config_version_manager.current_revision is None
+            or not await self._same_as_current()
+        ):
             from .config.versions import ConfigChangeType
 
             await self._record_version(
@@ -403,7 +417,9 @@ class NekoBot:
         if self.config.api.enable:
             from .api import serve_api
 
-            async def api_runner(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            async def api_runner(
+                task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
                 await serve_api(self, self.config.api, task_status=task_status)
 
             self.api_port = await self._start_child("api", api_runner)
@@ -518,4 +534,3 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
         else:
             out.append(exc)
     return out
-

@@ -144,7 +144,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if not config.platforms:
         print("  platforms: none")
     api = config.api
-    print(f"  api: {'http://%s:%s' % (api.host, api.port) if api.enable else 'off'}")
+    print(f"  api: {f'http://{api.host}:{api.port}' if api.enable else 'off'}")
     con = config.console
     where = con.unix_socket or f"{con.host}:{con.port}"
     print(f"  console: {where if con.enable else 'off'}")

@@ -137,7 +137,7 @@ def test_sigterm_exits_0_within_5s_and_frees_the_port(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    out, err = proc.communicate()
+    _, err = proc.communicate()
     assert code == 0, err
     assert elapsed < 5
     for port in (ws_port, api_port):

@@ -19,9 +19,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from nekobot.platforms.onebot_v11 import open_client_websocket
-
 import nekobot
+from nekobot.platforms.onebot_v11 import open_client_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "onebot11"
@@ -56,11 +55,13 @@ async def next_action(ws: Any) -> dict[str, Any]:
 
 
 def ok(echo: Any, message_id: int = 1001) -> str:
-    return json.dumps({"status": "ok", "retcode": 0, "data": {"message_id": message_id}, "echo": echo})
+    return json.dumps(
+        {"status": "ok", "retcode": 0, "data": {"message_id": message_id}, "echo": echo}
+    )
 
 
 async def wait_processed(bot: nekobot.app.NekoBot, n: int) -> None:
-    while bot.message_router.get_stats().processed < n:
+    while bot.message_router.get_stats().processed < n:  # noqa: ASYNC110 - stats have no event
         await trio.sleep(0.01)
 
 
@@ -145,7 +146,7 @@ async def test_duplicate_event_after_reconnect_is_answered_once(tmp_path: Path) 
                 await wait_processed(bot, 1)
             async with open_websocket_url(url(bot), extra_headers=HEADERS) as ws:
                 await ws.send_message(ping)
-                while bot.message_router.get_stats().deduplicated < 1:
+                while bot.message_router.get_stats().deduplicated < 1:  # noqa: ASYNC110
                     await trio.sleep(0.01)
                 with trio.move_on_after(0.3):
                     extra = await next_action(ws)

@@ -423,7 +423,9 @@ def _parse_platform(pid: str, raw: Any) -> tuple[PlatformConfig | None, list[str
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         problems.append(f"{path}.enabled: expected bool, got {enabled!r}")
-    conn, conn_problems = structure_section(raw.get("connection", {}), ConnectionConfig, f"{path}.connection")
+    conn, conn_problems = structure_section(
+        raw.get("connection", {}), ConnectionConfig, f"{path}.connection"
+    )
     problems += conn_problems
     rest = {k: v for k, v in raw.items() if k not in _PLATFORM_COMMON}
     settings, setting_problems = structure_section(rest, cls.config_class, path)
@@ -503,7 +505,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> NekoBotConfig:
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> NekoBotConfig:
     """Read and validate a TOML config file.
 
     Raises:
