@@ -32,11 +32,11 @@ import trio
 from .config.schema import NekoBotConfig, load_config, parse_config
 from .errors import (
     ConfigError,
-    Conflict,
     ConnectionClosed,
     NekoBotError,
     PlatformNotFound,
     PlatformOffline,
+    RevisionConflict,
 )
 from .message_router import MessagePriority
 from .platforms.base import (
@@ -299,22 +299,9 @@ class NekoBot:
         if not isinstance(new, NekoBotConfig):
             new = parse_config(new, source_dir=self.config.source_dir)
         async with self._config_lock:
-            current_rev = getattr(self.config_version_manager, "current_revision", None)
-            if (
-                base_revision is not None
-                and current_rev is not None
-                and base_revision != current_rev
-            ):
-                from .errors import Conflict as _Conflict
-
-                err_cls: type[Conflict] = _Conflict
-                try:
-                    from .errors import RevisionConflict  # type: ignore[attr-defined]
-
-                    err_cls = RevisionConflict
-                except ImportError:  # pragma: no cover
-                    pass
-                raise err_cls(f"config changed since revision {base_revision} (now {current_rev})")
+            current_rev = self.config_version_manager.current_revision
+            if base_revision is not None and base_revision != current_rev:
+                raise RevisionConflict(base_revision, current_rev)
             old = self.config
             self._applying = True
             try:

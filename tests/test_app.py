@@ -150,3 +150,18 @@ async def test_root_actor_crash_ends_with_a_clear_error(
             crash.set()
             await trio.sleep_forever()
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+async def test_stale_base_revision_is_a_conflict(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with nekobot.open_nekobot(config(tmp_path)) as bot:
+            base = bot.config_version_manager.current_revision
+            new = config(tmp_path)
+            new["platforms"]["b"]["label"] = "b2"
+            await bot.apply_config(new, base_revision=base)
+            new["platforms"]["b"]["label"] = "b3"
+            with pytest.raises(nekobot.RevisionConflict) as info:
+                await bot.apply_config(new, base_revision=base)
+            assert info.value.expected == base
+            assert info.value.current == base + 1
+            assert bot.config.platforms["b"].settings.label == "b2"

@@ -86,7 +86,7 @@ class PlatformContext:
     go to ``emitted`` and link changes are only recorded.
     """
 
-    emit: Callable[[Message], Awaitable[None]] | None = None
+    emit: Callable[[Message], Awaitable[Any]] | None = None
     """Routes one inbound message (normally ``router.route``)."""
     link_up: Callable[[str], Awaitable[None]] | None = None
     """Called with the platform id when its link becomes usable (buffer replays)."""
