@@ -147,6 +147,7 @@ class NekoBot:
             report_fault=self._report_fault,
             record_metric=monitor.record_metric,
             raise_alert=raise_alert,
+            clear_alert=lambda pid, kind: monitor.clear_alert(f"platform:{pid}:{kind}"),
         )
 
     async def _report_fault(

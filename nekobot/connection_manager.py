@@ -628,8 +628,15 @@ class ConnectionManager:
         self._set_status(ConnectionStatus.CONNECTED)
         self._attempt_ok = True
         self._attempt_done.set()
-        if self._auth_alert_open:
-            self._auth_alert_open = False
+        self._auth_alert_open = False
+        clear = getattr(self.context, "clear_alert", None)
+        if clear is not None:
+            # The link is up again: auth and liveness alerts of this platform are over.
+            for kind in ("auth failed", "heartbeat timeout", "reconnect exhausted"):
+                try:
+                    clear(self.platform_id, kind)
+                except Exception:
+                    log.exception("%s: clearing an alert failed", self.platform_id)
         if link.api_capable:
             self._online_links += 1
             if self._online_links == 1 and self._connect_cb is not None:

@@ -198,3 +198,46 @@ async def test_nekobot_run_answers_ping_over_real_socket(tmp_path: Path) -> None
             await proc.wait()
         if proc.stderr is not None:
             await proc.stderr.aclose()
+
+
+async def test_auth_alert_resolves_once_the_link_is_up(tmp_path: Path) -> None:
+    from tests.onebot_peer import ForwardPeerServer
+
+    def auth_alerts(include_resolved: bool = False) -> list[Any]:
+        return [
+            a
+            for a in bot.status_monitor.get_alerts(include_resolved=include_resolved)
+            if a.message.startswith("auth failed")
+        ]
+
+    async def until(pred: Any) -> None:
+        while not pred():  # noqa: ASYNC110 - polls state that has no event
+            await trio.sleep(0.02)
+
+    server = ForwardPeerServer(token="right")
+    data = {
+        "bot": {"data_dir": str(tmp_path / "data")},
+        "platforms": {
+            "fw": {
+                "type": "onebot_v11",
+                "mode": "forward",
+                "url": "",
+                "access_token": "wrong",
+                "connection": {"reconnect_interval": 0.05, "max_reconnect_interval": 0.2},
+            }
+        },
+    }
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            data["platforms"]["fw"]["url"] = server.url
+            async with nekobot.open_nekobot(data) as bot:
+                await until(lambda: len(auth_alerts()) == 1)
+                assert auth_alerts()[0].platform_id == "fw"
+                server.token = None  # the implementation now accepts us
+                actor = bot.runtime_manager.get_platform_actor("fw")
+                await until(lambda: actor is not None and actor.online)
+                await until(lambda: auth_alerts() == [])
+                (resolved,) = auth_alerts(include_resolved=True)
+                assert resolved.resolved
+            nursery.cancel_scope.cancel()

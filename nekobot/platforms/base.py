@@ -97,7 +97,12 @@ class PlatformContext:
     record_metric: Callable[[str, float, str], None] | None = None
     """``monitor.record_metric(name, value, metric_type)`` (sync, cheap)."""
     raise_alert: Callable[[str, str, str], Awaitable[None]] | None = None
-    """``(platform_id, level, message)``: raises an alert at the monitor."""
+    """``(platform_id, level, message)``: raises an alert at the monitor. Alerts
+    are keyed by the message's text before its first ``:`` (e.g. ``"auth failed"``),
+    so a condition that fires again updates its one open alert."""
+    clear_alert: Callable[[str, str], None] | None = None
+    """``(platform_id, kind)``: resolves the open alert of that kind (the text
+    before the ``:`` of its message), if any."""
     emitted: list[Message] = attrs.field(factory=list)
     """Messages emitted when no ``emit`` was given (tests)."""
 
