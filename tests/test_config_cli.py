@@ -316,3 +316,8 @@ def test_offline_change_refused_while_another_process_has_the_store_open(
     finally:
         other.close()
     assert cli("rollback", "v1", "-c", str(history)) == 0
+
+
+def test_diff_of_equal_versions_says_so(history: Path, capsys) -> None:
+    assert cli("diff", "v2", "2", "-c", str(history)) == 0
+    assert capsys.readouterr().out == "v2 and v2 hold the same config\n"

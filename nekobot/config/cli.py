@@ -337,11 +337,8 @@ def cmd_show(config: NekoBotConfig, path: Path, args: argparse.Namespace) -> int
 
 def cmd_diff(config: NekoBotConfig, path: Path, args: argparse.Namespace) -> int:
     diff = _run(config, lambda m: m.compare_versions(args.v1, args.v2))
-    print(diff.unified_diff or f"{diff.from_id} and {diff.to_id} hold the same config", end="")
-    if diff.unified_diff and not diff.unified_diff.endswith("\n"):
-        print()
-    if not diff.unified_diff:
-        print()
+    text = diff.unified_diff or f"{diff.from_id} and {diff.to_id} hold the same config\n"
+    print(text, end="" if text.endswith("\n") else "\n")
     return EXIT_OK
 
 
