@@ -51,3 +51,40 @@ def valid_config_dicts(draw: st.DrawFn) -> dict:
         "api": {"token": draw(st.text(alphabet="abcdef0123456789", min_size=8, max_size=16))},
         "platforms": platforms,
     }
+
+
+# ---- message router (issue 4) -----------------------------------------------
+
+router_model_configs = st.fixed_dictionaries(
+    {
+        "max_queue_size": st.integers(min_value=1, max_value=6),
+        "max_concurrency": st.integers(min_value=1, max_value=3),
+        "overflow": st.sampled_from(["block", "drop_lowest"]),
+    }
+)
+"""The parts of ``RouterConfig`` the router model test varies."""
+
+router_ops = st.lists(
+    st.one_of(
+        # route one message: dedup key (None = never deduplicated), priority 1..4
+        st.tuples(
+            st.just("route"),
+            st.sampled_from([None, 0, 1, 2, 3]),
+            st.integers(min_value=1, max_value=4),
+        ),
+        # route again the key of an earlier route (index taken modulo)
+        st.tuples(st.just("dup"), st.integers(min_value=0, max_value=1000)),
+        st.tuples(st.just("dup"), st.integers(min_value=0, max_value=1000)),
+        # route several keyless messages without letting the router run in between
+        st.tuples(
+            st.just("burst"), st.lists(st.integers(min_value=1, max_value=4), max_size=10)
+        ),
+        st.tuples(st.just("ok")),
+        st.tuples(st.just("fail")),
+        st.tuples(st.just("jump"), st.sampled_from([0.1, 0.5, 1.0, 2.0, 30.0, 61.0])),
+    ),
+    min_size=3,
+    max_size=50,
+)
+"""Operations on a router: route / duplicate / burst / handler-ok / handler-fail /
+time-jump (seconds on the Trio clock)."""
