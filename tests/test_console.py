@@ -8,15 +8,16 @@ The platform is :class:`TinyPlatform` below, found by its import path
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, ParamSpec
 
 import attrs
 import pytest
@@ -63,6 +64,7 @@ class TinyPlatform(PlatformActor):
 
 
 TINY = f"{__name__}:TinyPlatform"
+P = ParamSpec("P")
 
 
 def bot_config(tmp_path: Path, **console: Any) -> dict[str, Any]:
@@ -121,10 +123,23 @@ class Client:
         return text
 
 
-@pytest.fixture(autouse=True)
-async def _deadline() -> AsyncIterator[None]:
-    with trio.fail_after(20):
-        yield
+DEADLINE = 20.0
+"""Seconds (Trio clock) any one test may take."""
+
+
+def io_test(fn: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+    """Run the test body under ``trio.fail_after(DEADLINE)``.
+
+    (A ``fail_after`` in a pytest-trio fixture would not cover the test: each
+    fixture runs in its own task.)
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        with trio.fail_after(DEADLINE):
+            await fn(*args, **kwargs)
+
+    return wrapper
 
 
 @pytest.fixture
@@ -136,8 +151,9 @@ async def bot(tmp_path: Path) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def console(bot: Any) -> AsyncIterator[Client]:
-    client = await Client.connect(bot.console_address)
-    assert "type 'help'" in await client.answer()
+    with trio.fail_after(DEADLINE):
+        client = await Client.connect(bot.console_address)
+        assert "type 'help'" in await client.answer()
     async with client.stream:
         yield client
 
@@ -149,11 +165,13 @@ def _session_tasks(tree: str) -> int:
 # --------------------------------------------------------------------------
 
 
+@io_test
 async def test_started_value_is_the_bound_loopback_address(bot: Any) -> None:
     host, port = bot.console_address
     assert host == "127.0.0.1" and port > 0
 
 
+@io_test
 async def test_tree_shows_the_platforms_tasks(console: Client) -> None:
     tree = await console.cmd("tree")
     assert "nekobot.platforms" in tree and "nekobot.router" in tree
@@ -167,6 +185,7 @@ async def test_tree_shows_the_platforms_tasks(console: Client) -> None:
     assert qq > sup and len(lines[qq]) - len(lines[qq].lstrip()) > indent
 
 
+@io_test
 async def test_py_restarts_a_platform_with_top_level_await(bot: Any, console: Client) -> None:
     before = bot.runtime_manager.get_platform_actor("qq")
     assert TinyPlatform.starts["qq"] == 1
@@ -184,6 +203,7 @@ async def test_py_restarts_a_platform_with_top_level_await(bot: Any, console: Cl
     assert "[platform qq (tiny, online)]" in await console.cmd("tree")
 
 
+@io_test
 async def test_py_blocks_exceptions_and_print(console: Client) -> None:
     await console.cmd("py")
     assert await console.cmd("for i in range(2):") == PY_MORE
@@ -201,6 +221,7 @@ async def test_py_blocks_exceptions_and_print(console: Client) -> None:
     assert "commands:" in await console.cmd("help")
 
 
+@io_test
 async def test_refused_commands_keep_the_session(console: Client) -> None:
     assert "error: unknown command 'frobnicate'" in await console.cmd("frobnicate")
     assert "error: unknown platform 'nope'" in await console.cmd("restart nope")
@@ -213,6 +234,7 @@ async def test_refused_commands_keep_the_session(console: Client) -> None:
     assert '"qq"' in await console.cmd("platforms")
 
 
+@io_test
 async def test_inspection_commands_answer(bot: Any, console: Client) -> None:
     ps = await console.cmd("ps")
     assert "WAITS IN" in ps and "[platform qq" in ps
@@ -230,6 +252,7 @@ async def test_inspection_commands_answer(bot: Any, console: Client) -> None:
     assert "v1" in await console.cmd("config history")
 
 
+@io_test
 async def test_stop_start_disable_enable_go_through_the_bot(bot: Any, console: Client) -> None:
     assert "stop: qq done" in await console.cmd("stop qq")
     assert bot.runtime_manager.get_platform_actor("qq") is None or not (
@@ -241,6 +264,7 @@ async def test_stop_start_disable_enable_go_through_the_bot(bot: Any, console: C
     assert "enabled qq" in await console.cmd("enable qq")
 
 
+@io_test
 async def test_secrets_are_redacted_everywhere(console: Client) -> None:
     outputs = [await console.cmd("config show v1"), await console.cmd("platforms")]
     await console.cmd("py")
@@ -252,6 +276,7 @@ async def test_secrets_are_redacted_everywhere(console: Client) -> None:
 
 
 @pytest.mark.parametrize("reset", [True, False], ids=["reset", "close"])
+@io_test
 async def test_a_client_leaving_mid_command_never_affects_the_bot(
     bot: Any, reset: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -284,6 +309,7 @@ async def test_a_client_leaving_mid_command_never_affects_the_bot(
     assert not [r for r in caplog.records if r.name == "nekobot.console" and r.levelno >= 40]
 
 
+@io_test
 async def test_half_closed_client_gets_every_answer(bot: Any) -> None:
     client = await Client.connect(bot.console_address)
     async with client.stream:
@@ -293,6 +319,7 @@ async def test_half_closed_client_gets_every_answer(bot: Any) -> None:
     assert "commands:" in text and "error: unknown command 'nope'" in text and '"tg"' in text
 
 
+@io_test
 async def test_token_is_required_and_checked(tmp_path: Path) -> None:
     async with open_nekobot(bot_config(tmp_path, token=TOKEN)) as b:
         wrong = await Client.connect(b.console_address, token="wrong")
@@ -309,12 +336,14 @@ async def test_token_is_required_and_checked(tmp_path: Path) -> None:
         await good.stream.aclose()
 
 
+@io_test
 async def test_non_loopback_host_without_token_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"console\.token"):
         await serve_console(object(), ConsoleConfig(host="0.0.0.0", port=0))
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix sockets")
+@io_test
 async def test_unix_socket_is_private_and_removed(tmp_path: Path) -> None:
     path = str(tmp_path / "console.sock")
     async with open_nekobot(bot_config(tmp_path, unix_socket=path)) as b:
@@ -327,6 +356,7 @@ async def test_unix_socket_is_private_and_removed(tmp_path: Path) -> None:
     assert not await trio.Path(path).exists()
 
 
+@io_test
 async def test_nekobot_console_cli_relays_piped_stdin(bot: Any) -> None:
     host, port = bot.console_address
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -348,6 +378,7 @@ async def test_nekobot_console_cli_relays_piped_stdin(bot: Any) -> None:
     assert bot.runtime_manager.get_platform_actor("qq").online
 
 
+@io_test
 async def test_nekobot_console_takes_address_and_token_from_the_config(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     async with open_nekobot(bot_config(tmp_path, token=TOKEN)) as b:
@@ -376,6 +407,7 @@ async def test_nekobot_console_takes_address_and_token_from_the_config(tmp_path:
         assert '"qq"' not in refused.stdout
 
 
+@io_test
 async def test_nekobot_console_errors_exit_codes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
