@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 import trio
 
-from .errors import NekoBotError
+from .errors import FieldValueError, NekoBotError
 
 __all__ = [
     "AuthFailed",
@@ -48,12 +48,12 @@ log = logging.getLogger(__name__)
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
+        raise FieldValueError(attribute.name, f"must be >= 0, got {value!r}")
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
-        raise ValueError(f"must be > 0, got {value!r}")
+        raise FieldValueError(attribute.name, f"must be > 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)

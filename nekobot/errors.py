@@ -30,6 +30,18 @@ class ConfigError(NekoBotError):
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
+class FieldValueError(ValueError):
+    """A config value of the right type but out of range; names its field.
+
+    Raised by attrs validators of config classes; the config loader reports it
+    as ``"<key.path>.<field>: <message>"``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 class InvalidRequest(NekoBotError, ValueError):
     """A call's arguments were refused; the message names the argument."""
 

@@ -137,3 +137,8 @@ def test_dump_round_trip(tmp_path: Path) -> None:
     again = parse_config(tomllib.loads(text))
     assert again == config
     assert config_to_dict(again) == config_to_dict(config)
+
+
+def test_connection_range_error_names_the_field() -> None:
+    problems = problems_of({"platforms": {"qq": {"type": FAKE, "connection": {"jitter": -1}}}})
+    assert problems == ["platforms.qq.connection.jitter: must be >= 0, got -1.0"]

@@ -27,7 +27,7 @@ import tomli_w
 from cattrs.preconf.tomllib import make_converter
 
 from ..connection_manager import ConnectionConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, FieldValueError
 
 __all__ = [
     "ApiConfig",
@@ -47,14 +47,6 @@ __all__ = [
     "parse_config",
     "structure_section",
 ]
-
-
-class FieldValueError(ValueError):
-    """A value was of the right type but out of range; names its field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
 
 
 def _check(pred: Callable[[Any], bool], text: str) -> Any:
