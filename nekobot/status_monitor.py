@@ -604,7 +604,9 @@ class StatusMonitor:
         else:
             metric.observe(value)
 
-    def set_platform_state(self, platform_id: str, running: bool, *, expected: bool = False) -> None:
+    def set_platform_state(
+        self, platform_id: str, running: bool, *, expected: bool = False
+    ) -> None:
         """Record whether a platform runs; feeds the "platform down" alert at once.
 
         ``running=False`` opens (or updates) the ERROR alert

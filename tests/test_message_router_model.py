@@ -49,7 +49,7 @@ async def drive(cfg: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
 
     router.register_handler("message", handler)
 
-    pending: set[Hashable] = set()
+    pending: Counter[Hashable] = Counter()  # key -> accepted messages not yet finished
     seen_until: dict[Hashable, float] = {}
     keys: list[Hashable | None] = []
     routes = 0
@@ -60,13 +60,13 @@ async def drive(cfg: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
         nonlocal n_succ, n_dead
         for _, key, t in successes[n_succ:]:
             if key is not None:
-                pending.discard(key)
-                seen_until[key] = t + WINDOW
+                pending[key] -= 1
+                seen_until[key] = max(seen_until.get(key, -math.inf), t + WINDOW)
         n_succ = len(successes)
         dead = router.get_dead_letters()
         for dl in dead[n_dead:]:
             if dl.message.dedup_key is not None:
-                pending.discard(dl.message.dedup_key)
+                pending[dl.message.dedup_key] -= 1
         n_dead = len(dead)
 
     async def route_one(key: Hashable | None, priority: int) -> None:
@@ -75,7 +75,7 @@ async def drive(cfg: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
         s = router.get_stats()
         full = s.queued + s.retry_waiting >= cfg["max_queue_size"]
         now = trio.current_time()
-        dup = key is not None and (key in pending or seen_until.get(key, -math.inf) > now)
+        dup = key is not None and (pending[key] > 0 or seen_until.get(key, -math.inf) > now)
         ok = await router.route_message(
             "p", "message", None, MessagePriority(priority), dedup_key=key
         )
@@ -89,7 +89,7 @@ async def drive(cfg: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
         elif cfg["overflow"] == "drop_lowest" and s.queued == 0:
             assert not ok  # only retries hold the room: the incoming one is dropped
         if ok and key is not None:
-            pending.add(key)
+            pending[key] += 1
 
     async with trio.open_nursery() as nursery:
         await nursery.start(router.run)
@@ -132,6 +132,8 @@ async def drive(cfg: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
         assert attempts[mid] == 1 + MAX_RETRIES
     if cfg["overflow"] == "block":
         assert s.dropped == 0
+    observe()
+    assert all(n == 0 for n in pending.values())  # the model agrees: nothing left pending
     for name in ("deduplicated", "dropped", "dead_lettered", "retried"):
         event(f"{name}: {'some' if getattr(s, name) else 'none'}")
 

@@ -1,0 +1,381 @@
+"""StatusMonitor: windows, exact figures, alerts, rules, Prometheus exposition.
+
+Policy: no I/O; the ``autojump_clock`` fixture for anything about time (tests
+assert exact Trio-clock schedules); no real sleeps. Each monitor has its own
+``CollectorRegistry``, so tests never touch the global one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from prometheus_client import CollectorRegistry
+
+from nekobot.config.schema import MonitorConfig
+from nekobot.errors import AlertNotFound, InvalidRequest, NekoBotError, PlatformNotFound
+from nekobot.status_monitor import Alert, AlertLevel, MetricType, StatusMonitor
+
+
+def make(**cfg: object) -> StatusMonitor:
+    return StatusMonitor.from_config(MonitorConfig(**cfg))  # type: ignore[arg-type]
+
+
+async def test_error_rate_is_exactly_half() -> None:
+    mon = make()
+    for i in range(10):
+        mon.record_message("qq", "message", 5.0, success=i % 2 == 0, error_type="Timeout")
+    st = mon.get_platform_status("qq")
+    assert st.throughput_last_minute == 10
+    assert st.error_count == 5
+    assert st.error_rate == 0.5
+    assert st.error_breakdown == {"Timeout": 5}
+    assert (st.messages_total, st.errors_total) == (10, 5)
+
+
+async def test_throughput_counts_1000_in_a_minute_uncapped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    mon = make(history_size=100)  # samples are capped; counts are not
+    t0 = trio.current_time()
+    for i in range(1000):
+        mon.record_message("qq", "message", float(i % 7), success=True)
+        await trio.sleep(0.059)
+    assert trio.current_time() - t0 == pytest.approx(59.0)
+    st = mon.get_platform_status("qq")
+    assert st.throughput_last_minute == 1000
+    assert st.error_rate == 0.0
+    assert (st.latency_min_ms, st.latency_max_ms) == (0.0, 6.0)
+    # the window slides: 30 s later the 508 newer than 60 s remain (plus at most
+    # one 0.5 s bucket of older ones, 8 here); 61 s after the last, none
+    await trio.sleep(30.0)
+    half = mon.get_platform_status("qq").throughput_last_minute
+    assert 508 <= half <= 516
+    await trio.sleep(31.0)
+    st = mon.get_platform_status("qq")
+    assert st.throughput_last_minute == 0 and st.latency_p50_ms is None
+    assert st.messages_total == 1000
+
+
+async def test_window_edge_moves_in_small_steps(autojump_clock: trio.testing.MockClock) -> None:
+    mon = make(window=60.0)
+    mon.record_message("qq", "message", 1.0, True)
+    await trio.sleep(59.0)
+    assert mon.get_platform_status("qq").throughput_last_minute == 1
+    await trio.sleep(1.5)  # past the window plus one bucket (0.5 s)
+    assert mon.get_platform_status("qq").throughput_last_minute == 0
+
+
+async def test_latency_figures() -> None:
+    mon = make()
+    for ms in range(1, 101):
+        mon.record_message("qq", "message", float(ms), True)
+    st = mon.get_platform_status("qq")
+    assert (st.latency_p50_ms, st.latency_p95_ms, st.latency_p99_ms) == (50.0, 95.0, 99.0)
+    assert st.latency_avg_ms == 50.5
+    assert (st.latency_min_ms, st.latency_max_ms) == (1.0, 100.0)
+
+
+async def test_unknown_platform_raises_and_creates_nothing() -> None:
+    mon = make()
+    with pytest.raises(PlatformNotFound) as info:
+        mon.get_platform_status("nope")
+    assert isinstance(info.value, LookupError) and isinstance(info.value, NekoBotError)
+    assert mon.platform_ids() == []
+    assert mon.get_all_platform_status() == {}
+    with pytest.raises(PlatformNotFound):
+        mon.forget_platform("nope")
+
+
+async def test_full_mailbox_counts_drops_and_never_raises() -> None:
+    mon = StatusMonitor(MonitorConfig(), mailbox_size=5)
+    for _ in range(8):
+        mon.record_message("qq", "message", 1.0, True)
+    s = mon.get_status()
+    assert (s.records_applied, s.records_dropped) == (5, 3)
+    assert "nekobot_monitor_records_dropped_total 3.0" in mon.exposition()[0].decode()
+
+
+async def test_fire_same_key_updates_one_open_alert_and_clear_resolves() -> None:
+    mon = make()
+    mon.fire_alert("breaker:qq", AlertLevel.WARNING, "breaker half-open", platform_id="qq")
+    mon.fire_alert("breaker:qq", AlertLevel.ERROR, "breaker open", platform_id="qq")
+    (a,) = mon.get_alerts()
+    assert (a.level, a.message, a.count, a.key, a.platform_id) == (
+        AlertLevel.ERROR,
+        "breaker open",
+        2,
+        "breaker:qq",
+        "qq",
+    )
+    mon.clear_alert("breaker:qq")
+    mon.clear_alert("breaker:qq")  # no open alert: nothing happens
+    assert mon.get_alerts() == []
+    (r,) = mon.get_alerts(include_resolved=True)
+    assert r.alert_id == a.alert_id and r.resolved and r.resolved_by == "clear"
+    mon.fire_alert("breaker:qq", AlertLevel.ERROR, "breaker open again")
+    (b,) = mon.get_alerts()
+    assert b.alert_id != a.alert_id and b.count == 1
+
+
+async def test_resolve_alert_by_hand_and_unknown_id() -> None:
+    mon = make()
+    mon.fire_alert("k", AlertLevel.CRITICAL, "bad")
+    (a,) = mon.get_alerts()
+    r = mon.resolve_alert(a.alert_id)
+    assert r.resolved and r.resolved_by == "manual" and r.resolved_at is not None
+    assert mon.resolve_alert(a.alert_id) == r  # idempotent
+    with pytest.raises(AlertNotFound) as info:
+        mon.resolve_alert("alert-999")
+    assert isinstance(info.value, LookupError)
+    # the key is free again: the condition opens a new alert
+    mon.fire_alert("k", AlertLevel.CRITICAL, "bad")
+    assert len(mon.get_alerts()) == 1 and mon.get_alerts()[0].alert_id != a.alert_id
+
+
+async def test_get_alerts_filters_by_level() -> None:
+    mon = make()
+    mon.fire_alert("a", AlertLevel.INFO, "a")
+    mon.fire_alert("b", AlertLevel.ERROR, "b")
+    mon.fire_alert("c", AlertLevel.ERROR, "c")
+    mon.clear_alert("c")
+    assert [a.key for a in mon.get_alerts(AlertLevel.ERROR)] == ["b"]
+    assert [a.key for a in mon.get_alerts(AlertLevel.ERROR, include_resolved=True)] == ["b", "c"]
+    assert [a.key for a in mon.get_alerts()] == ["a", "b"]
+    assert mon.get_status().open_alerts == {"INFO": 1, "WARNING": 0, "ERROR": 1, "CRITICAL": 0}
+
+
+async def test_alert_history_is_bounded_resolved_pruned_first() -> None:
+    mon = make(max_alerts=3)
+    mon.fire_alert("open1", AlertLevel.ERROR, "x")
+    for i in range(5):
+        mon.fire_alert(f"k{i}", AlertLevel.INFO, "x")
+        mon.clear_alert(f"k{i}")
+    mon.fire_alert("open2", AlertLevel.ERROR, "x")
+    kept = mon.get_alerts(include_resolved=True)
+    assert len(kept) == 3
+    assert [a.key for a in kept if not a.resolved] == ["open1", "open2"]
+    # all open: the oldest open one is forgotten
+    mon.fire_alert("open3", AlertLevel.ERROR, "x")
+    mon.fire_alert("open4", AlertLevel.ERROR, "x")
+    assert [a.key for a in mon.get_alerts(include_resolved=True)] == ["open2", "open3", "open4"]
+
+
+async def test_error_rate_rule_fires_on_schedule_and_clears(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    mon = make(alert_interval=10.0, error_rate_threshold=0.2, min_messages_for_error_rate=10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mon.run)
+        t0 = trio.current_time()
+        for i in range(10):
+            mon.record_message("qq", "message", 1.0, success=i < 7)
+        await trio.sleep(9.9)
+        assert mon.get_alerts() == []
+        await trio.sleep(0.1)
+        await trio.testing.wait_all_tasks_blocked()
+        (a,) = mon.get_alerts()
+        assert a.key == "error_rate:qq" and a.level == AlertLevel.ERROR
+        assert a.timestamp - t0 == 10.0
+        assert a.metric_name == "nekobot_messages_total"
+        assert not mon.get_platform_status("qq").healthy
+        # still above: the same alert is updated, not duplicated
+        await trio.sleep(10.0)
+        await trio.testing.wait_all_tasks_blocked()
+        (b,) = mon.get_alerts()
+        assert b.alert_id == a.alert_id and b.count == 2
+        # the bad messages leave the window: resolved by itself at the next evaluation
+        await trio.sleep(50.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert mon.get_alerts() == []
+        (r,) = mon.get_alerts(include_resolved=True)
+        assert r.resolved_at is not None and r.resolved_at - t0 == 70.0
+        assert mon.get_platform_status("qq").healthy
+        nursery.cancel_scope.cancel()
+
+
+async def test_error_rate_rule_needs_min_messages() -> None:
+    mon = make(min_messages_for_error_rate=10)
+    for _ in range(9):
+        mon.record_message("qq", "message", 1.0, success=False)
+    await mon.evaluate_rules()
+    assert mon.get_alerts() == []
+    assert mon.get_platform_status("qq").healthy
+
+
+async def test_latency_p95_rule() -> None:
+    mon = make(latency_p95_threshold_ms=100.0)
+    for _ in range(95):
+        mon.record_message("qq", "message", 10.0, True)
+    for _ in range(5):
+        mon.record_message("qq", "message", 500.0, True)
+    await mon.evaluate_rules()
+    assert mon.get_alerts() == []  # p95 is 10 ms
+    mon.record_message("qq", "message", 500.0, True)
+    await mon.evaluate_rules()
+    (a,) = mon.get_alerts()
+    assert a.key == "latency_p95:qq" and a.level == AlertLevel.WARNING
+
+
+async def test_platform_down_follows_state_at_once() -> None:
+    mon = make()
+    mon.set_platform_state("qq", True)
+    st = mon.get_platform_status("qq")
+    assert st.running is True and st.healthy and st.throughput_last_minute == 0
+    mon.set_platform_state("qq", False)
+    (a,) = mon.get_alerts()
+    assert (a.key, a.level, a.platform_id) == ("platform_down:qq", AlertLevel.ERROR, "qq")
+    st = mon.get_platform_status("qq")
+    assert not st.healthy and st.open_alerts == 1
+    mon.set_platform_state("qq", True)
+    assert mon.get_alerts() == []
+    assert mon.get_platform_status("qq").healthy
+    mon.set_platform_state("qq", False, expected=True)  # asked for: no alert
+    assert mon.get_alerts() == []
+    assert mon.get_platform_status("qq").running is False
+    text = mon.exposition()[0].decode()
+    assert 'nekobot_platform_up{platform_id="qq"} 0.0' in text
+
+
+async def test_breaker_alert_from_fault_isolation_marks_platform_unhealthy() -> None:
+    mon = make()
+    mon.record_message("qq", "message", 1.0, True)
+    mon.fire_alert(
+        "breaker:qq", AlertLevel.ERROR, "circuit open", platform_id="qq", metric_name="breaker"
+    )
+    assert not mon.get_platform_status("qq").healthy
+    mon.clear_alert("breaker:qq")
+    assert mon.get_platform_status("qq").healthy
+
+
+async def test_custom_rule_evaluated_every_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    mon = make(alert_interval=5.0)
+    state = {"bad": False, "calls": 0}
+
+    async def queue_rule(m: StatusMonitor) -> Alert | None:
+        state["calls"] += 1
+        if state["bad"]:
+            return Alert(level=AlertLevel.CRITICAL, message="queue too deep", platform_id="qq")
+        return None
+
+    async def broken_rule(m: StatusMonitor) -> Alert | None:
+        raise RuntimeError("rule bug")
+
+    name = mon.register_alert_rule(queue_rule, name="queue")
+    mon.register_alert_rule(broken_rule, name="broken")
+    with pytest.raises(InvalidRequest):
+        mon.register_alert_rule(queue_rule, name="queue")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mon.run)
+        await trio.sleep(12.0)  # evaluations at 5 and 10
+        assert state["calls"] == 2
+        state["bad"] = True
+        await trio.sleep(5.0)
+        (a,) = mon.get_alerts()
+        assert (a.key, a.level, a.message) == ("rule:queue", AlertLevel.CRITICAL, "queue too deep")
+        await trio.sleep(5.0)
+        (b,) = mon.get_alerts()
+        assert b.alert_id == a.alert_id and b.count == 2
+        state["bad"] = False
+        await trio.sleep(5.0)
+        assert mon.get_alerts() == []
+        assert mon.get_status().rule_errors == 5
+        assert mon.get_status().alert_rules == ("queue", "broken")
+        mon.unregister_alert_rule(name)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(LookupError):
+        mon.unregister_alert_rule(name)
+
+
+async def test_record_metric_types_names_and_errors() -> None:
+    mon = make()
+    mon.record_metric("frames_rejected_total", 2, MetricType.COUNTER, labels={"platform_id": "qq"})
+    mon.record_metric("frames_rejected_total", 1, "counter", labels={"platform_id": "qq"})
+    mon.record_metric("nekobot_queue_depth", 7, "gauge")
+    mon.record_metric("api_call_seconds", 0.2, MetricType.HISTOGRAM)
+    text = mon.exposition()[0].decode()
+    assert 'nekobot_frames_rejected_total{platform_id="qq"} 3.0' in text
+    assert "nekobot_queue_depth 7.0" in text
+    assert "nekobot_api_call_seconds_count 1.0" in text
+    with pytest.raises(InvalidRequest):
+        mon.record_metric("queue_depth", 1, "counter")  # already a gauge
+    with pytest.raises(InvalidRequest):
+        mon.record_metric("frames_rejected_total", 1, "counter")  # other labels
+    with pytest.raises(InvalidRequest):
+        mon.record_metric("frames_rejected_total", -1, "counter", labels={"platform_id": "qq"})
+    with pytest.raises(InvalidRequest):
+        mon.record_metric("bad name", 1, "gauge")
+    with pytest.raises(InvalidRequest):
+        mon.record_metric("x", 1, "summary")
+    with pytest.raises(InvalidRequest):
+        mon.record_metric("messages_total", 1, "counter")  # a built-in name
+
+
+async def test_exposition_is_ready_for_get_metrics() -> None:
+    registry = CollectorRegistry()
+    mon = StatusMonitor.from_config(MonitorConfig(), registry=registry)
+    assert mon.registry is registry
+    StatusMonitor()  # another monitor, its own registry: no clash
+    mon.record_message("qq", "message", 250.0, True)
+    mon.record_message("qq", "message", 10.0, False, "ValueError")
+    body, content_type = mon.exposition()
+    text = body.decode()
+    assert content_type.startswith("text/plain")
+    assert (
+        'nekobot_messages_total{message_type="message",outcome="ok",platform_id="qq"} 1.0'
+        in text
+    )
+    assert 'nekobot_message_errors_total{error_type="ValueError",platform_id="qq"} 1.0' in text
+    assert (
+        'nekobot_message_latency_seconds_bucket{le="0.25",message_type="message",'
+        'platform_id="qq"} 2.0' in text
+    )
+    assert 'nekobot_platform_error_rate{platform_id="qq"} 0.5' in text
+    assert "# TYPE nekobot_alerts_open gauge" in text
+
+
+async def test_idle_monitor_is_parked(autojump_clock: trio.testing.MockClock) -> None:
+    mon = make(alert_interval=10.0)
+    evaluations = 0
+
+    async def rule(m: StatusMonitor) -> Alert | None:
+        nonlocal evaluations
+        evaluations += 1
+        return None
+
+    mon.register_alert_rule(rule)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mon.run)
+        assert mon.running
+        await trio.testing.wait_all_tasks_blocked()
+        # parked until the next evaluation: an hour is 360 evaluations, nothing more
+        await trio.sleep(3600.0)
+        assert evaluations == 360
+        nursery.cancel_scope.cancel()
+    assert not mon.running
+
+
+async def test_monitor_task_applies_batches(autojump_clock: trio.testing.MockClock) -> None:
+    mon = make()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mon.run)
+        for _ in range(10):
+            mon.record_message("qq", "message", 1.0, True)
+        await trio.sleep(0.4)
+        assert mon.get_status is not None and mon._records_applied == 0  # still batching
+        await trio.sleep(0.2)  # oldest record is 0.5 s old: applied
+        assert mon._records_applied == 10
+        for _ in range(600):  # a full batch wakes it at once
+            mon.record_message("qq", "message", 1.0, True)
+        await trio.testing.wait_all_tasks_blocked()
+        assert mon._records_applied == 610
+        nursery.cancel_scope.cancel()
+
+
+async def test_forget_platform_resolves_its_alerts() -> None:
+    mon = make()
+    mon.set_platform_state("qq", False)
+    mon.forget_platform("qq")
+    assert mon.platform_ids() == [] and mon.get_alerts() == []
