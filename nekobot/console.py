@@ -9,8 +9,11 @@ a non-loopback ``host`` without a token is refused at start.
 Each connection is one *session* in its own Trio task. Errors are contained in
 the session: a refused command (unknown id, bad syntax, an exception in
 ``py``) prints ``error: …`` and the session goes on; a client that disconnects,
-even in the middle of a command, ends only its own session. A write that fails
-or stalls longer than :data:`WRITE_TIMEOUT` seconds ends the session.
+even in the middle of a command, ends only its own session. A command in
+flight is never cancelled because its client left (it may be half-way through
+a restart): it finishes, and the session ends when its answer cannot be
+written. A write that fails or stalls longer than :data:`WRITE_TIMEOUT`
+seconds ends the session.
 
 Protocol: the client sends UTF-8 lines; after each answer the server sends a
 prompt (``nekobot> ``, or ``>>> `` / ``... `` in ``py`` mode) without a
@@ -126,17 +129,20 @@ class _Session:
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             raise _SessionEnd("write failed") from None
 
-    async def _read_lines(
-        self, send: trio.MemorySendChannel[str], cancel_session: trio.CancelScope
-    ) -> None:
+    async def _read_lines(self, send: trio.MemorySendChannel[str]) -> None:
+        """Read ahead: split the client's bytes into lines for :meth:`_serve`.
+
+        When the client is gone (reset) or sends an over-long line, the
+        channel is closed: the session ends after the command in flight. That
+        command is never cancelled because its client left (it may be half-way
+        through a restart); it finishes, and its answer goes nowhere.
+        """
         buf = bytearray()
         async with send:
             while True:
                 try:
                     data = await self.stream.receive_some(65536)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    # The client is gone (reset): stop whatever the session runs.
-                    cancel_session.cancel()
                     return
                 if not data:
                     if buf:
@@ -148,22 +154,21 @@ class _Session:
                     del buf[: nl + 1]
                     await send.send(line)
                 if len(buf) > MAX_LINE:
-                    cancel_session.cancel()
+                    log.warning("console: a client sent a line over %d bytes; closing", MAX_LINE)
                     return
 
     # ---- the session -------------------------------------------------------
 
     async def run(self) -> None:
-        with trio.CancelScope() as session_scope:
-            send, recv = trio.open_memory_channel[str](64)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_lines, send, session_scope)
-                try:
-                    await self._serve(recv)
-                except _SessionEnd:
-                    pass
-                finally:
-                    nursery.cancel_scope.cancel()
+        send, recv = trio.open_memory_channel[str](64)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_lines, send)
+            try:
+                await self._serve(recv)
+            except _SessionEnd:
+                pass
+            finally:
+                nursery.cancel_scope.cancel()
 
     async def _serve(self, lines: trio.MemoryReceiveChannel[str]) -> None:
         token = self.server.cfg.token

@@ -159,7 +159,8 @@ async def console(bot: Any) -> AsyncIterator[Client]:
 
 
 def _session_tasks(tree: str) -> int:
-    return tree.count("_Session._read_lines")
+    """Console sessions alive in a ``tree`` answer (one handler task each)."""
+    return tree.count("_highlevel_serve_listeners._run_handler")
 
 
 # --------------------------------------------------------------------------
@@ -285,7 +286,9 @@ async def test_a_client_leaving_mid_command_never_affects_the_bot(
     leaver = await Client.connect(bot.console_address)
     await leaver.answer()
     await leaver.cmd("py")
-    await leaver.stream.send_all(b"await bot.console_test_gate.wait(); print('x' * 1000000)\n")
+    await leaver.stream.send_all(
+        b"await bot.console_test_gate.wait(); bot.console_test_done = True; print('x' * 1000000)\n"
+    )
     await trio.testing.wait_all_tasks_blocked()
     # Leave while the command runs: reset the connection (RST), or close it
     # (FIN; then the 1 MB answer hits a closed socket).
@@ -293,15 +296,20 @@ async def test_a_client_leaving_mid_command_never_affects_the_bot(
         linger = struct.pack("ii", 1, 0)
         leaver.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     await leaver.stream.aclose()
-    gate.set()
+    await trio.testing.wait_all_tasks_blocked()
     other = await Client.connect(bot.console_address)
     await other.answer()
+    # The leaver's session still runs its command: it is not cancelled.
+    assert _session_tasks(await other.cmd("tree")) == 2
+    assert not hasattr(bot, "console_test_done")
+    gate.set()
     for _ in range(100):
         tree = await other.cmd("tree")
         if _session_tasks(tree) == 1:
             break
         await trio.testing.wait_all_tasks_blocked()
     assert _session_tasks(tree) == 1, tree
+    assert bot.console_test_done is True
     assert "[platform qq (tiny, online)]" in tree
     assert bot.runtime_manager.get_platform_actor("qq").online
     await other.stream.aclose()
