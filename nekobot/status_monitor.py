@@ -424,7 +424,7 @@ class StatusMonitor:
         self._m_alerts_fired = Counter(
             "nekobot_alerts_fired", "Alerts opened, by level.", ["level"], registry=reg
         )
-        reg.register(_MetricsCollector(self))  # type: ignore[arg-type]
+        reg.register(_MetricsCollector(self))
         self._child_cache: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     @classmethod
@@ -594,7 +594,7 @@ class StatusMonitor:
             )
         if entry[1] != label_names:
             raise InvalidRequest(f"labels: {full!r} has labels {list(entry[1])}")
-        metric = entry[2].labels(**labels) if label_names else entry[2]
+        metric = entry[2].labels(**labels) if labels and label_names else entry[2]
         if mtype is MetricType.COUNTER:
             if value < 0:
                 raise InvalidRequest(f"value: a counter cannot decrease ({value!r})")

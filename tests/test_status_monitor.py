@@ -351,7 +351,7 @@ async def test_idle_monitor_is_parked(autojump_clock: trio.testing.MockClock) ->
         assert mon.running
         await trio.testing.wait_all_tasks_blocked()
         # parked until the next evaluation: an hour is 360 evaluations, nothing more
-        await trio.sleep(3600.0)
+        await trio.sleep(3605.0)
         assert evaluations == 360
         nursery.cancel_scope.cancel()
     assert not mon.running
