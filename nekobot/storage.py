@@ -36,11 +36,16 @@ class Store:
         synchronous (str): SQLite ``PRAGMA synchronous``: ``"NORMAL"`` (default;
             with WAL a committed transaction survives a process crash such as
             ``kill -9``, though not a power loss) or ``"FULL"``.
+        busy_timeout (float): Seconds a statement waits for another process's
+            lock before it raises ``sqlite3.OperationalError``.
     """
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout: float = 5.0
+    ) -> None:
         self.path = str(path)
         self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._thread_lock = threading.Lock()
         self._lock = trio.Lock()
@@ -50,7 +55,9 @@ class Store:
     # ---- open / close -------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=self.busy_timeout
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -65,6 +72,10 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = self._connect()
+        except sqlite3.OperationalError:
+            # "database is locked", "unable to open": not corruption; never move
+            # a live database aside.
+            raise
         except sqlite3.DatabaseError:
             if self.path == ":memory:":
                 raise

@@ -142,3 +142,10 @@ def test_dump_round_trip(tmp_path: Path) -> None:
 def test_connection_range_error_names_the_field() -> None:
     problems = problems_of({"platforms": {"qq": {"type": FAKE, "connection": {"jitter": -1}}}})
     assert problems == ["platforms.qq.connection.jitter: must be >= 0, got -1.0"]
+
+
+def test_non_loopback_console_needs_token() -> None:
+    problems = problems_of({"console": {"enable": True, "host": "0.0.0.0"}})
+    assert problems == [
+        "console.token: required when console.host ('0.0.0.0') is not a loopback address"
+    ]

@@ -477,6 +477,13 @@ def parse_config(
         problems.append(
             f"api.token: required when api.host ({api.host!r}) is not a loopback address"
         )
+    con = sections.get("console")
+    if isinstance(con, ConsoleConfig) and con.enable and not con.unix_socket:
+        if not con.token and not _is_loopback(con.host):
+            problems.append(
+                f"console.token: required when console.host ({con.host!r}) "
+                "is not a loopback address"
+            )
     if problems:
         raise ConfigError(problems, source=source)
     return NekoBotConfig(
