@@ -156,7 +156,9 @@ class FakeMonitor:
         self.alerts.pop(key, None)
         self.cleared.append(key)
 
-    def set_platform_state(self, platform_id: str, running: bool, *, expected: bool = False) -> None:
+    def set_platform_state(
+        self, platform_id: str, running: bool, *, expected: bool = False
+    ) -> None:
         self.states.append((platform_id, running))
         self.expected.append(expected)
 

@@ -56,7 +56,7 @@ def write_config(tmp_path: Path, ws_port: int) -> Path:
 
 async def start_bot(config: Path, log: Path, **env: str) -> trio.Process:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    with open(log, "ab") as out:  # noqa: ASYNC230 - opening a log file for the child
+    with open(log, "ab") as out:
         return await trio.lowlevel.open_process(
             [sys.executable, "-m", "nekobot", "run", "-c", str(config)],
             stdout=out,
