@@ -42,12 +42,16 @@ Policies (all times on the Trio clock):
 - **Monitor.** Every message that is done is recorded with
   ``monitor.record_message(platform_id, message_type, latency_ms, success,
   error_type)``: latency from acceptance to handlers done; ``success=False``
-  for a dead-lettered message. Drops, duplicates and dead letters are also
-  counted in ``nekobot_router_messages_total{outcome}``.
-- **Never spin.** The queue is drained in batches: an awake worker takes
-  message after message without a channel hop and yields every
-  ``_YIELD_EVERY`` messages; an idle worker is parked (no CPU) until ``route``
-  unparks it.
+  for a dead-lettered message, with ``error_type = "handler:<exception class>"``
+  so the platform's error breakdown shows it was a handler's fault. Drops,
+  duplicates and dead letters are also counted in
+  ``nekobot_router_messages_total{outcome}``.
+- **Never spin.** The queue is the router's inbox and is drained in batches:
+  an awake worker takes message after message without a channel hop and
+  yields every 64 messages; an idle worker is parked in a
+  ``trio.lowlevel.ParkingLot`` (no CPU) until ``route`` unparks it. ``route``
+  is a cancellation point on every call but yields to the scheduler only every
+  32nd call (or when it waits for room), so a burst is handed over in batches.
 
 Every routed message ends in exactly one counter::
 
@@ -603,7 +607,7 @@ class MessageRouter:
                 msg.message_type,
                 (now - msg.received_at) * 1000.0,
                 False,
-                type(last_exc).__name__,
+                f"handler:{type(last_exc).__name__}",
             )
 
     def _handler_failed(self, h: _Handler, msg: Message, exc: Exception) -> None:

@@ -574,11 +574,11 @@ class StatusMonitor:
         full = name if name.startswith("nekobot_") else f"nekobot_{name}"
         if mtype is MetricType.COUNTER and full.endswith("_total"):
             full = full[: -len("_total")]
-        if not _METRIC_NAME.match(full):
-            raise InvalidRequest(f"name: invalid metric name {name!r}")
         label_names = tuple(sorted(labels)) if labels else ()
         entry = self._custom.get(full)
         if entry is None:
+            if not _METRIC_NAME.match(full):
+                raise InvalidRequest(f"name: invalid metric name {name!r}")
             for ln in label_names:
                 if not _LABEL_NAME.match(ln) or ln.startswith("__"):
                     raise InvalidRequest(f"labels: invalid label name {ln!r}")

@@ -216,7 +216,7 @@ async def test_dead_letter_after_max_retries_with_backoff(
     assert (st.throughput_last_minute, st.error_count, st.error_breakdown) == (
         1,
         1,
-        {"ValueError": 1},
+        {"handler:ValueError": 1},
     )
     body, _ = mon.exposition()
     text = body.decode()
