@@ -295,7 +295,14 @@ class _MetricsCollector:
         self._monitor = monitor
 
     def describe(self) -> list[Metric]:
-        return []
+        """Reserve the names (so ``record_metric`` cannot reuse them)."""
+        return [
+            GaugeMetricFamily("nekobot_alerts_open", "", labels=["level"]),
+            GaugeMetricFamily("nekobot_platform_up", "", labels=["platform_id"]),
+            GaugeMetricFamily("nekobot_platform_healthy", "", labels=["platform_id"]),
+            GaugeMetricFamily("nekobot_platform_error_rate", "", labels=["platform_id"]),
+            CounterMetricFamily("nekobot_monitor_records_dropped", ""),
+        ]
 
     def collect(self) -> Iterator[Metric]:
         m = self._monitor

@@ -311,6 +311,8 @@ async def test_record_metric_types_names_and_errors() -> None:
         mon.record_metric("x", 1, "summary")
     with pytest.raises(InvalidRequest):
         mon.record_metric("messages_total", 1, "counter")  # a built-in name
+    with pytest.raises(InvalidRequest):
+        mon.record_metric("platform_up", 1, "gauge")  # computed at scrape time
 
 
 async def test_exposition_is_ready_for_get_metrics() -> None:
