@@ -65,6 +65,7 @@ import enum
 import heapq
 import inspect
 import itertools
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -83,6 +84,8 @@ __all__ = [
     "MessageRouter",
     "RouterStats",
 ]
+
+log = logging.getLogger(__name__)
 
 _YIELD_EVERY = 64
 """A busy worker yields to the scheduler after this many messages in a row."""
@@ -485,13 +488,16 @@ class MessageRouter:
 
     def _count(self, outcome: str) -> None:
         if self.monitor is not None:
-            self.monitor.record_metric(
-                "router_messages_total",
-                1,
-                "counter",
-                labels={"outcome": outcome},
-                documentation="Messages the router dropped, deduplicated or dead-lettered.",
-            )
+            try:
+                self.monitor.record_metric(
+                    "router_messages_total",
+                    1,
+                    "counter",
+                    labels={"outcome": outcome},
+                    documentation="Messages the router dropped, deduplicated or dead-lettered.",
+                )
+            except Exception:  # a metric never breaks routing
+                log.exception("router: record_metric failed")
 
     # ---- workers -----------------------------------------------------------
 
@@ -601,6 +607,15 @@ class MessageRouter:
             )
         )
         self._count("dead_lettered")
+        log.warning(
+            "dead-lettered %s message %s from %r after %d attempts: %s failed with %r",
+            msg.message_type,
+            msg.message_id,
+            msg.platform_id,
+            entry.attempts,
+            ", ".join(h.name for h in failed),
+            last_exc,
+        )
         if self.monitor is not None:
             self.monitor.record_message(
                 msg.platform_id,
@@ -612,18 +627,29 @@ class MessageRouter:
 
     def _handler_failed(self, h: _Handler, msg: Message, exc: Exception) -> None:
         self._failed += 1
+        log.debug(
+            "handler %s failed on %s message %s from %r",
+            h.name,
+            msg.message_type,
+            msg.message_id,
+            msg.platform_id,
+            exc_info=exc,
+        )
         if self.monitor is not None:
-            self.monitor.record_metric(
-                "router_handler_errors_total",
-                1,
-                "counter",
-                labels={
-                    "message_type": msg.message_type,
-                    "handler": h.name,
-                    "error_type": type(exc).__name__,
-                },
-                documentation="Handler calls that raised (a handler fault, not a platform's).",
-            )
+            try:
+                self.monitor.record_metric(
+                    "router_handler_errors_total",
+                    1,
+                    "counter",
+                    labels={
+                        "message_type": msg.message_type,
+                        "handler": h.name,
+                        "error_type": type(exc).__name__,
+                    },
+                    documentation="Handler calls that raised (a handler fault, not a platform's).",
+                )
+            except Exception:  # a metric never breaks routing
+                log.exception("router: record_metric failed")
 
     def _mark_seen(self, key: Hashable, now: float) -> None:
         seen = self._seen
