@@ -52,11 +52,9 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import math
-import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -65,12 +63,12 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ._monitor_metrics import CustomMetrics, ScrapeCollector
+from ._monitor_window import Window
 from .config.schema import MonitorConfig
 from .errors import AlertNotFound, InvalidRequest, PlatformNotFound
 
@@ -86,13 +84,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_BUCKETS_PER_WINDOW = 120
 _WAKE_BATCH = 512
 """Records in the mailbox that wake the monitor task at once."""
 _FLUSH_INTERVAL = 0.5
 """Seconds (Trio clock) after which the monitor applies a smaller batch anyway."""
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class MetricType(enum.Enum):
@@ -219,144 +214,6 @@ class MonitorStatus:
     """Names of the registered (non built-in) alert rules."""
 
 
-def _percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of a non-empty sorted list."""
-    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-class _Window:
-    """One platform's sliding window: fixed-width buckets plus latency samples."""
-
-    __slots__ = (
-        "buckets",
-        "errors_total",
-        "last_t",
-        "last_wall",
-        "messages_total",
-        "running",
-        "samples",
-        "span",
-        "width",
-    )
-
-    def __init__(self, span: float, history_size: int) -> None:
-        self.span = span
-        self.width = span / _BUCKETS_PER_WINDOW
-        # [start, count, errors, latency_sum, latency_min, latency_max, breakdown|None]
-        self.buckets: deque[list[Any]] = deque()
-        self.samples: deque[tuple[float, float]] = deque(maxlen=history_size)
-        self.messages_total = 0
-        self.errors_total = 0
-        self.last_t: float | None = None
-        self.last_wall: float | None = None
-        self.running: bool | None = None
-
-    def add(self, t: float, latency_ms: float, ok: bool, error_type: str | None) -> None:
-        start = math.floor(t / self.width) * self.width
-        buckets = self.buckets
-        if buckets and buckets[-1][0] >= start:
-            b = buckets[-1]
-        else:
-            b = [start, 0, 0, 0.0, latency_ms, latency_ms, None]
-            buckets.append(b)
-        b[1] += 1
-        b[3] += latency_ms
-        if latency_ms < b[4]:
-            b[4] = latency_ms
-        if latency_ms > b[5]:
-            b[5] = latency_ms
-        self.messages_total += 1
-        if not ok:
-            b[2] += 1
-            self.errors_total += 1
-            if b[6] is None:
-                b[6] = {}
-            et = error_type or "error"
-            b[6][et] = b[6].get(et, 0) + 1
-        self.samples.append((t, latency_ms))
-        self.last_t = t
-
-    def prune(self, now: float) -> None:
-        horizon = now - self.span
-        buckets = self.buckets
-        width = self.width
-        while buckets and buckets[0][0] + width <= horizon:
-            buckets.popleft()
-        samples = self.samples
-        while samples and samples[0][0] <= horizon:
-            samples.popleft()
-
-
-class _MetricsCollector:
-    """Figures computed at scrape time from the monitor's state."""
-
-    def __init__(self, monitor: StatusMonitor) -> None:
-        self._monitor = monitor
-
-    def describe(self) -> list[Metric]:
-        """Reserve the names (so ``record_metric`` cannot reuse them)."""
-        return [
-            GaugeMetricFamily("nekobot_alerts_open", "", labels=["level"]),
-            GaugeMetricFamily("nekobot_platform_up", "", labels=["platform_id"]),
-            GaugeMetricFamily("nekobot_platform_healthy", "", labels=["platform_id"]),
-            GaugeMetricFamily("nekobot_platform_error_rate", "", labels=["platform_id"]),
-            CounterMetricFamily("nekobot_monitor_records_dropped", ""),
-        ]
-
-    def collect(self) -> Iterator[Metric]:
-        m = self._monitor
-        open_by_level = GaugeMetricFamily(
-            "nekobot_alerts_open", "Open alerts by level.", labels=["level"]
-        )
-        counts = {lvl: 0 for lvl in AlertLevel}
-        for alert_id in list(m._open.values()):
-            a = m._alerts.get(alert_id)
-            if a is not None:
-                counts[a.level] += 1
-        for lvl, n in counts.items():
-            open_by_level.add_metric([lvl.name.lower()], n)
-        yield open_by_level
-        up = GaugeMetricFamily(
-            "nekobot_platform_up",
-            "1 if the platform is running, 0 if it is down (platforms with a known state).",
-            labels=["platform_id"],
-        )
-        healthy = GaugeMetricFamily(
-            "nekobot_platform_healthy", "1 if the platform is healthy.", labels=["platform_id"]
-        )
-        rate = GaugeMetricFamily(
-            "nekobot_platform_error_rate",
-            "Failed / total messages in the monitor window.",
-            labels=["platform_id"],
-        )
-        now = trio.current_time() if _in_trio() else None
-        for pid, w in list(m._windows.items()):
-            if w.running is not None:
-                up.add_metric([pid], 1.0 if w.running else 0.0)
-            if now is not None:
-                st = m._status(pid, w, now)
-                healthy.add_metric([pid], 1.0 if st.healthy else 0.0)
-                rate.add_metric([pid], st.error_rate)
-        yield up
-        yield healthy
-        yield rate
-        dropped = CounterMetricFamily(
-            "nekobot_monitor_records_dropped",
-            "Records dropped because the monitor's mailbox was full.",
-        )
-        dropped.add_metric([], m._records_dropped)
-        yield dropped
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
-
-
 def _metric_type(value: MetricType | str) -> MetricType:
     if isinstance(value, MetricType):
         return value
@@ -400,14 +257,14 @@ class StatusMonitor:
         self._records_dropped = 0
         self._records_applied = 0
         self._rule_errors = 0
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, Window] = {}
         self._alerts: OrderedDict[str, Alert] = OrderedDict()
         self._open: dict[str, str] = {}  # key -> alert_id
         self._resolved_order: deque[str] = deque()
         self._alert_ids = itertools.count(1)
         self._rules: dict[str, AlertRule] = {}
         self._rule_keys: dict[str, str] = {}  # rule name -> key of its open alert
-        self._custom: dict[str, tuple[MetricType, tuple[str, ...], Any]] = {}
+        self._custom = CustomMetrics(self.registry)
 
         reg = self.registry
         self._m_messages = Counter(
@@ -431,7 +288,7 @@ class StatusMonitor:
         self._m_alerts_fired = Counter(
             "nekobot_alerts_fired", "Alerts opened, by level.", ["level"], registry=reg
         )
-        reg.register(_MetricsCollector(self))
+        reg.register(ScrapeCollector(self, AlertLevel))
         self._child_cache: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     @classmethod
@@ -493,7 +350,7 @@ class StatusMonitor:
             n += 1
             w = windows.get(pid)
             if w is None:
-                w = windows[pid] = _Window(cfg.window, cfg.history_size)
+                w = windows[pid] = Window(cfg.window, cfg.history_size)
             w.add(t, latency_ms, ok, error_type)
             w.last_wall = t + wall_offset
             children = cache.get((pid, mtype))
@@ -577,39 +434,9 @@ class StatusMonitor:
                 used with another type or other label names, or a negative
                 counter increment.
         """
-        mtype = _metric_type(metric_type)
-        full = name if name.startswith("nekobot_") else f"nekobot_{name}"
-        if mtype is MetricType.COUNTER and full.endswith("_total"):
-            full = full[: -len("_total")]
-        label_names = tuple(sorted(labels)) if labels else ()
-        entry = self._custom.get(full)
-        if entry is None:
-            if not _METRIC_NAME.match(full):
-                raise InvalidRequest(f"name: invalid metric name {name!r}")
-            for ln in label_names:
-                if not _LABEL_NAME.match(ln) or ln.startswith("__"):
-                    raise InvalidRequest(f"labels: invalid label name {ln!r}")
-            cls = {MetricType.COUNTER: Counter, MetricType.GAUGE: Gauge}.get(mtype, Histogram)
-            try:
-                metric = cls(full, documentation or full, label_names, registry=self.registry)
-            except ValueError as exc:
-                raise InvalidRequest(f"name: {name!r}: {exc}") from None
-            entry = self._custom[full] = (mtype, label_names, metric)
-        if entry[0] is not mtype:
-            raise InvalidRequest(
-                f"metric_type: {full!r} is a {entry[0].value}, not a {mtype.value}"
-            )
-        if entry[1] != label_names:
-            raise InvalidRequest(f"labels: {full!r} has labels {list(entry[1])}")
-        metric = entry[2].labels(**labels) if labels and label_names else entry[2]
-        if mtype is MetricType.COUNTER:
-            if value < 0:
-                raise InvalidRequest(f"value: a counter cannot decrease ({value!r})")
-            metric.inc(value)
-        elif mtype is MetricType.GAUGE:
-            metric.set(value)
-        else:
-            metric.observe(value)
+        self._custom.record(
+            name, value, _metric_type(metric_type).value, labels, documentation
+        )
 
     def set_platform_state(
         self, platform_id: str, running: bool, *, expected: bool = False
@@ -624,7 +451,7 @@ class StatusMonitor:
         """
         w = self._windows.get(platform_id)
         if w is None:
-            w = self._windows[platform_id] = _Window(self.config.window, self.config.history_size)
+            w = self._windows[platform_id] = Window(self.config.window, self.config.history_size)
         w.running = running
         key = f"platform_down:{platform_id}"
         if running or expected:
@@ -906,29 +733,10 @@ class StatusMonitor:
         now = trio.current_time()
         return {pid: self._status(pid, w, now) for pid, w in sorted(self._windows.items())}
 
-    def _status(self, pid: str, w: _Window, now: float) -> PlatformStatus:
-        w.prune(now)
+    def _status(self, pid: str, w: Window, now: float) -> PlatformStatus:
         cfg = self.config
-        total = errors = 0
-        lat_sum = 0.0
-        lat_min = math.inf
-        lat_max = -math.inf
-        breakdown: dict[str, int] = {}
-        for b in w.buckets:
-            total += b[1]
-            errors += b[2]
-            lat_sum += b[3]
-            lat_min = min(lat_min, b[4])
-            lat_max = max(lat_max, b[5])
-            if b[6]:
-                for et, n in b[6].items():
-                    breakdown[et] = breakdown.get(et, 0) + n
-        samples = sorted(lat for _, lat in w.samples)
-        p50 = p95 = p99 = None
-        if samples:
-            p50 = _percentile(samples, 50)
-            p95 = _percentile(samples, 95)
-            p99 = _percentile(samples, 99)
+        f = w.figures(now)
+        total, errors, p95 = f.total, f.errors, f.latency_p95_ms
         rate = errors / total if total else 0.0
         open_alerts = 0
         severe = False
@@ -955,13 +763,13 @@ class StatusMonitor:
             throughput_last_minute=total,
             error_count=errors,
             error_rate=rate,
-            error_breakdown=breakdown,
-            latency_avg_ms=lat_sum / total if total else None,
-            latency_min_ms=lat_min if total else None,
-            latency_max_ms=lat_max if total else None,
-            latency_p50_ms=p50,
+            error_breakdown=f.breakdown,
+            latency_avg_ms=f.latency_avg_ms,
+            latency_min_ms=f.latency_min_ms,
+            latency_max_ms=f.latency_max_ms,
+            latency_p50_ms=f.latency_p50_ms,
             latency_p95_ms=p95,
-            latency_p99_ms=p99,
+            latency_p99_ms=f.latency_p99_ms,
             messages_total=w.messages_total,
             errors_total=w.errors_total,
             last_message_at=w.last_t,
