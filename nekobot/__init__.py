@@ -72,6 +72,7 @@ from .runtime_manager import RuntimeManager as RuntimeManager
 from .status_monitor import Alert as Alert
 from .status_monitor import AlertLevel as AlertLevel
 from .status_monitor import MetricType as MetricType
+from .status_monitor import MonitorStatus as MonitorStatus
 from .status_monitor import PlatformStatus as PlatformStatus
 from .status_monitor import StatusMonitor as StatusMonitor
 from .storage import Store as Store
