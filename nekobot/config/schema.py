@@ -19,7 +19,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import attrs
 import cattrs
@@ -288,8 +288,22 @@ def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
     return hook
 
 
+def _literal_hook(t: Any) -> Callable[[Any, Any], Any]:
+    allowed = get_args(t)
+    text = ", ".join(repr(a) for a in allowed)
+
+    def hook(value: Any, _t: Any) -> Any:
+        for a in allowed:
+            if value == a and type(value) is type(a):
+                return a
+        raise ValueError(f"expected one of {text}, got {value!r}")
+
+    return hook
+
+
 def _make_converter() -> cattrs.Converter:
     c = make_converter(forbid_extra_keys=True, detailed_validation=True)
+    c.register_structure_hook_factory(lambda t: get_origin(t) is Literal, _literal_hook)
     c.register_structure_hook(int, _strict(int, "int"))
     c.register_structure_hook(float, _strict(float, "float"))
     c.register_structure_hook(str, _strict(str, "string"))
@@ -310,11 +324,6 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
         return f"\x01{exc.field}\x01{exc}"
     if isinstance(exc, TypeError | ValueError) and str(exc).startswith("expected"):
         return str(exc)
-    if type_ is not None and getattr(type_, "__origin__", None) is Literal:
-        allowed = ", ".join(repr(a) for a in type_.__args__)
-        return f"expected one of {allowed}, got {getattr(exc, 'value', None)!r}".replace(
-            "got None", "got another value"
-        )
     if isinstance(exc, cattrs.errors.BaseValidationError):  # pragma: no cover - defensive
         return str(exc)
     return f"invalid value ({exc})"
