@@ -288,6 +288,11 @@ def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
     return hook
 
 
+def _is_literal(t: Any) -> bool:
+    origin: Any = get_origin(t)
+    return bool(origin is Literal)
+
+
 def _literal_hook(t: Any) -> Callable[[Any, Any], Any]:
     allowed = get_args(t)
     text = ", ".join(repr(a) for a in allowed)
@@ -303,7 +308,7 @@ def _literal_hook(t: Any) -> Callable[[Any, Any], Any]:
 
 def _make_converter() -> cattrs.Converter:
     c = make_converter(forbid_extra_keys=True, detailed_validation=True)
-    c.register_structure_hook_factory(lambda t: get_origin(t) is Literal, _literal_hook)
+    c.register_structure_hook_factory(_is_literal, _literal_hook)
     c.register_structure_hook(int, _strict(int, "int"))
     c.register_structure_hook(float, _strict(float, "float"))
     c.register_structure_hook(str, _strict(str, "string"))
