@@ -66,6 +66,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -214,6 +215,28 @@ class _Entry:
         self.remaining: tuple[_Handler, ...] | None = None
 
 
+class _Slot:
+    """One worker's view for the handler-timeout watchdog.
+
+    The worker runs inside ``scope`` (one cancel scope per worker, not per
+    message: a Trio cancel scope costs ~6 us, more than routing a message).
+    Before each ``async`` handler it records what it is doing; the watchdog
+    cancels ``scope`` when ``started_at + handler_timeout`` passes, and the
+    worker resumes the message from the saved state in a fresh scope.
+    """
+
+    __slots__ = ("entry", "failed", "handlers", "index", "last_exc", "scope", "started_at")
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.started_at: float | None = None
+        self.entry: _Entry | None = None
+        self.handlers: tuple[_Handler, ...] = ()
+        self.index = 0
+        self.failed: list[_Handler] | None = None
+        self.last_exc: Exception | None = None
+
+
 def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004
@@ -277,6 +300,9 @@ class MessageRouter:
         self._work_lot = trio.lowlevel.ParkingLot()
         self._space_lot = trio.lowlevel.ParkingLot()
         self._retry_lot = trio.lowlevel.ParkingLot()
+        self._slots: list[_Slot] = []
+        self._watchdog_lot = trio.lowlevel.ParkingLot()
+        self._watchdog_idle = False
         self._received = 0
         self._processed = 0
         self._unhandled = 0
@@ -508,6 +534,8 @@ class MessageRouter:
                 for _ in range(self.config.max_concurrency):
                     nursery.start_soon(self._worker)
                 nursery.start_soon(self._retry_timer)
+                if self.config.handler_timeout != math.inf:
+                    nursery.start_soon(self._watchdog)
                 self.running = True
                 task_status.started()
         finally:
@@ -527,6 +555,23 @@ class MessageRouter:
         raise AssertionError("queued count out of step")  # pragma: no cover
 
     async def _worker(self) -> None:
+        slot = _Slot()
+        self._slots.append(slot)
+        try:
+            while True:
+                with trio.CancelScope() as scope:
+                    slot.scope = scope
+                    if slot.entry is not None:  # resume after a timed-out handler
+                        await self._handle(
+                            slot.entry, slot, slot.handlers, slot.index, slot.failed, slot.last_exc
+                        )
+                    await self._work(slot)
+                if slot.started_at is not None:
+                    self._timed_out(slot)
+        finally:
+            self._slots.remove(slot)
+
+    async def _work(self, slot: _Slot) -> None:
         streak = 0
         while True:
             entry = self._pop()
@@ -534,27 +579,80 @@ class MessageRouter:
                 streak = 0
                 await self._work_lot.park()
                 continue
-            await self._handle(entry)
+            await self._handle(entry, slot)
             streak += 1
             if streak >= _YIELD_EVERY:
                 streak = 0
                 await trio.lowlevel.checkpoint()
 
-    async def _handle(self, entry: _Entry) -> None:
+    def _timed_out(self, slot: _Slot) -> None:
+        """The watchdog cancelled the handler at ``slot.index``: count it as failed
+        and leave the slot set to resume the message after it."""
+        assert slot.entry is not None
+        h = slot.handlers[slot.index]
+        exc = trio.TooSlowError(
+            f"handler {h.name!r} ran longer than {self.config.handler_timeout:g} s"
+        )
+        self._handler_failed(h, slot.entry.message, exc)
+        slot.failed = [*(slot.failed or ()), h]
+        slot.last_exc = exc
+        slot.index += 1
+        slot.started_at = None
+
+    async def _watchdog(self) -> None:
+        """Cancels any ``async`` handler running past ``handler_timeout`` (Trio clock),
+        exactly at its deadline; parked while no handler runs."""
+        limit = self.config.handler_timeout
+        while True:
+            earliest: float | None = None
+            now = trio.current_time()
+            for slot in self._slots:
+                started = slot.started_at
+                if started is None or slot.scope is None:
+                    continue
+                if now - started >= limit:
+                    slot.scope.cancel()
+                elif earliest is None or started < earliest:
+                    earliest = started
+            if earliest is None:
+                self._watchdog_idle = True
+                await self._watchdog_lot.park()
+            else:
+                await trio.sleep_until(earliest + limit)
+
+    async def _handle(
+        self,
+        entry: _Entry,
+        slot: _Slot,
+        handlers: tuple[_Handler, ...] | None = None,
+        start: int = 0,
+        failed: list[_Handler] | None = None,
+        last_exc: Exception | None = None,
+    ) -> None:
         msg = entry.message
-        if entry.attempts == 0:
-            self._waits.append(trio.current_time() - entry.enqueued_at)
-            handlers = self._handlers_for(msg.message_type)
-        else:
-            handlers = tuple(h for h in entry.remaining or () if h.active)
+        if handlers is None:
+            if entry.attempts == 0:
+                self._waits.append(trio.current_time() - entry.enqueued_at)
+                handlers = self._handlers_for(msg.message_type)
+            else:
+                handlers = tuple(h for h in entry.remaining or () if h.active)
         self._in_flight += 1
-        failed: list[_Handler] | None = None
-        last_exc: Exception | None = None
+        slot.entry = entry
+        slot.handlers = handlers
         try:
-            for h in handlers:
+            for i in range(start, len(handlers)):
+                h = handlers[i]
                 try:
                     if h.is_async:
+                        slot.index = i
+                        slot.failed = failed
+                        slot.last_exc = last_exc
+                        slot.started_at = trio.current_time()
+                        if self._watchdog_idle:
+                            self._watchdog_idle = False
+                            self._watchdog_lot.unpark()
                         await h.fn(msg)  # type: ignore[misc]
+                        slot.started_at = None
                     elif h.cheap:
                         result = h.fn(msg)
                         if inspect.isawaitable(result):
@@ -562,6 +660,7 @@ class MessageRouter:
                     else:
                         await trio.to_thread.run_sync(h.fn, msg)
                 except Exception as exc:
+                    slot.started_at = None
                     if failed is None:
                         failed = []
                     failed.append(h)
@@ -569,6 +668,8 @@ class MessageRouter:
                     self._handler_failed(h, msg, exc)
         finally:
             self._in_flight -= 1
+        slot.entry = None
+        slot.started_at = None
         now = trio.current_time()
         if failed is None:
             self._processed += 1

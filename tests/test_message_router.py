@@ -546,3 +546,64 @@ async def test_router_records_every_message_at_monitor() -> None:
     assert 'nekobot_router_messages_total{outcome="deduplicated"} 1.0' in mon.exposition()[
         0
     ].decode()
+
+
+async def test_hung_handler_times_out_is_retried_then_dead_lettered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    router = MessageRouter.from_config(
+        RouterConfig(max_retries=1, retry_backoff=1.0, handler_timeout=10.0, max_concurrency=1)
+    )
+    started: list[float] = []
+    done: list[tuple[str, float]] = []
+
+    async def hangs(m: Message) -> None:
+        started.append(trio.current_time())
+        await trio.sleep_forever()
+
+    async def fine(m: Message) -> None:
+        done.append((m.content["n"], trio.current_time()))
+
+    router.register_handler("hang", hangs, name="hangs")
+    router.register_handler("hang", fine, name="fine")  # runs after the hung one
+    router.register_handler("ok", fine)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.run)
+        t0 = trio.current_time()
+        await router.route_message("qq", "hang", {"n": "h"})
+        await router.route_message("qq", "ok", {"n": "after"})
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    # Attempt at 0 is cancelled at exactly 10; the next handler of the same
+    # message still runs, then the queue moves on; the retry 1 s later is
+    # cancelled at 21 and the message is dead-lettered.
+    assert [t - t0 for t in started] == [0.0, 11.0]
+    assert [(n, t - t0) for n, t in done] == [("h", 10.0), ("after", 10.0)]
+    s = router.get_stats()
+    (dl,) = s.dead_letters
+    assert dl.error_type == "TooSlowError" and dl.handlers == ("hangs",)
+    assert dl.at - t0 == 21.0
+    assert (s.failed, s.retried, s.dead_lettered, s.processed, s.in_flight) == (2, 1, 1, 1, 0)
+
+
+async def test_handler_timeout_spares_handlers_that_finish_in_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    router = MessageRouter.from_config(RouterConfig(handler_timeout=5.0, max_concurrency=2))
+    finished: list[float] = []
+
+    async def slow_but_in_time(m: Message) -> None:
+        await trio.sleep(4.9)
+        finished.append(trio.current_time())
+
+    router.register_handler("x", slow_but_in_time)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.run)
+        for n in range(6):
+            await router.route_message("qq", "x", {"n": n})
+            await trio.sleep(1.0)
+        await trio.sleep(20)
+        nursery.cancel_scope.cancel()
+    assert len(finished) == 6
+    s = router.get_stats()
+    assert (s.failed, s.dead_lettered, s.processed) == (0, 0, 6)

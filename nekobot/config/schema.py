@@ -149,6 +149,11 @@ class RouterConfig:
     """Retries of a message whose handler raised, before it is dead-lettered."""
     retry_backoff: float = attrs.field(default=0.5, validator=non_negative)
     """Seconds before the first retry; doubles per retry."""
+    handler_timeout: float = attrs.field(default=120.0, validator=positive)
+    """Seconds (Trio clock) an ``async`` handler may run on one message before it
+    is cancelled and counted as failed (``trio.TooSlowError``; retried, then
+    dead-lettered), so a hung handler cannot hold a worker forever; ``inf``
+    disables it. Sync handlers in threads cannot be interrupted."""
     dead_letter_size: int = attrs.field(default=1000, validator=positive)
     """Dead-lettered messages kept (a ring)."""
 
