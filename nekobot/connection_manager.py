@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -46,12 +47,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _finite(attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldValueError(attribute.name, f"must be a finite number, got {value!r}")
+
+
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    _finite(attribute, value)
     if value < 0:
         raise FieldValueError(attribute.name, f"must be >= 0, got {value!r}")
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is None:
+        return
+    _finite(attribute, value)
     if value <= 0:
         raise FieldValueError(attribute.name, f"must be > 0, got {value!r}")
 
@@ -78,9 +88,17 @@ class ConnectionConfig:
     """How often the link's liveness is checked."""
     heartbeat_interval: float = attrs.field(default=30.0, validator=_positive)
     """Expected heartbeat period when the peer announces none."""
-    heartbeat_timeout: float | None = None
+    heartbeat_timeout: float | None = attrs.field(default=None, validator=_positive)
     """Silence after which the link is declared dead; ``None`` = 3 x the heartbeat
     interval the peer announced, else 3 x ``heartbeat_interval``."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.reconnect_interval > self.max_reconnect_interval:
+            raise FieldValueError(
+                "reconnect_interval",
+                f"must be <= max_reconnect_interval ({self.max_reconnect_interval!r}), "
+                f"got {self.reconnect_interval!r}",
+            )
 
 
 # --------------------------------------------------------------------------

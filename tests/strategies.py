@@ -38,7 +38,7 @@ def valid_config_dicts(draw: st.DrawFn) -> dict:
             "type": "tests.fakes:FakePlatform",
             "enabled": draw(st.booleans()),
             "label": draw(st.text(max_size=10)),
-            "connection": {"reconnect_interval": draw(st.floats(min_value=0, max_value=100))},
+            "connection": {"reconnect_interval": draw(st.floats(min_value=0, max_value=60))},
         }
         for pid in pids
     }

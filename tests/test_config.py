@@ -149,3 +149,72 @@ def test_non_loopback_console_needs_token() -> None:
     assert problems == [
         "console.token: required when console.host ('0.0.0.0') is not a loopback address"
     ]
+
+
+def test_nan_and_infinity_refused_where_they_mean_nothing() -> None:
+    nan, inf = float("nan"), float("inf")
+    problems = problems_of(
+        {
+            "buffer": {"replay_rate": inf},
+            "platforms": {
+                "qq": {
+                    "type": FAKE,
+                    "connection": {"heartbeat_interval": nan, "reconnect_interval": inf},
+                }
+            },
+        }
+    )
+    assert problems == [
+        "buffer.replay_rate: must be a finite number, got inf",
+        "platforms.qq.connection.heartbeat_interval: expected float (a number, not NaN), got nan",
+        "platforms.qq.connection.reconnect_interval: must be a finite number, got inf",
+    ]
+
+
+def test_infinity_allowed_where_documented() -> None:
+    inf = float("inf")
+    config = parse_config({"buffer": {"default_ttl": inf}, "router": {"handler_timeout": inf}})
+    assert config.buffer.default_ttl == inf and config.router.handler_timeout == inf
+
+
+def test_a_type_error_does_not_hide_a_range_error_in_the_same_section() -> None:
+    problems = problems_of({"supervisor": {"strategy": "x", "max_restarts": -5}})
+    assert problems == [
+        "supervisor.strategy: expected one of 'one_for_one', 'one_for_all', 'rest_for_one', "
+        "got 'x'",
+        "supervisor.max_restarts: must be >= 0, got -5",
+    ]
+
+
+def test_bounds_that_contradict_each_other() -> None:
+    problems = problems_of(
+        {
+            "supervisor": {"backoff_min": 100.0, "backoff_max": 30.0},
+            "platforms": {"qq": {"type": FAKE, "connection": {"reconnect_interval": 100.0}}},
+        }
+    )
+    assert problems == [
+        "supervisor.backoff_min: must be <= backoff_max (30.0), got 100.0",
+        "platforms.qq.connection.reconnect_interval: must be <= max_reconnect_interval (60.0), "
+        "got 100.0",
+    ]
+
+
+def test_two_listeners_on_one_port_are_refused() -> None:
+    problems = problems_of(
+        {
+            "api": {"enable": True, "port": 6700},
+            "platforms": {
+                "qq": {"type": "onebot_v11", "port": 6700},
+                "tg": {"type": "onebot_v11", "port": 6800, "host": "0.0.0.0"},
+                "tg2": {"type": "onebot_v11", "port": 6800},
+                "fw": {"type": "onebot_v11", "mode": "forward", "url": "ws://x/", "port": 6800},
+                "any": {"type": "onebot_v11", "port": 0},
+                "any2": {"type": "onebot_v11", "port": 0},
+            },
+        }
+    )
+    assert problems == [
+        "platforms.qq.port: port 6700 is also used by api.port",
+        "platforms.tg2.port: port 6800 is also used by platforms.tg.port",
+    ]

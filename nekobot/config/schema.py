@@ -49,12 +49,35 @@ __all__ = [
 ]
 
 
+ALLOW_INF = {"allow_inf": True}
+"""Field metadata: this float may be ``inf`` (its docstring says what that means)."""
+
+
 def _check(pred: Callable[[Any], bool], text: str) -> Any:
     def validator(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None and not pred(value):
+        if value is None:
+            return
+        if (
+            isinstance(value, float)
+            and math.isinf(value)
+            and not attribute.metadata.get("allow_inf", False)
+        ):
+            raise FieldValueError(attribute.name, f"must be a finite number, got {value!r}")
+        if not pred(value):
             raise FieldValueError(attribute.name, f"{text}, got {value!r}")
 
     return validator
+
+
+def _not_above(low: str, high: str) -> Callable[[Any], None]:
+    """A post-init check: ``low`` must not exceed ``high`` (names the ``low`` field)."""
+
+    def check(inst: Any) -> None:
+        lo, hi = getattr(inst, low), getattr(inst, high)
+        if lo is not None and hi is not None and lo > hi:
+            raise FieldValueError(low, f"must be <= {high} ({hi!r}), got {lo!r}")
+
+    return check
 
 
 non_negative = _check(lambda v: v >= 0, "must be >= 0")
@@ -111,6 +134,9 @@ class SupervisorConfig:
     """Seconds a platform gets to call ``task_status.started()`` (Trio clock);
     a start that takes longer is cancelled and fails (``inf`` waits forever)."""
 
+    def __attrs_post_init__(self) -> None:
+        _not_above("backoff_min", "backoff_max")(self)
+
 
 @attrs.frozen(kw_only=True)
 class FaultIsolationConfig:
@@ -126,6 +152,9 @@ class FaultIsolationConfig:
     """Cap of the cooldown, which doubles after each failed trial."""
     max_fault_records: int = attrs.field(default=100, validator=positive)
     """Fault records kept per platform (a ring; the oldest go first)."""
+
+    def __attrs_post_init__(self) -> None:
+        _not_above("cooldown", "max_cooldown")(self)
 
 
 @attrs.frozen(kw_only=True)
@@ -149,7 +178,7 @@ class RouterConfig:
     """Retries of a message whose handler raised, before it is dead-lettered."""
     retry_backoff: float = attrs.field(default=0.5, validator=non_negative)
     """Seconds before the first retry; doubles per retry."""
-    handler_timeout: float = attrs.field(default=120.0, validator=positive)
+    handler_timeout: float = attrs.field(default=120.0, validator=positive, metadata=ALLOW_INF)
     """Seconds (Trio clock) an ``async`` handler may run on one message before it
     is cancelled and counted as failed (``trio.TooSlowError``; retried, then
     dead-lettered), so a hung handler cannot hold a worker forever; ``inf``
@@ -172,7 +201,7 @@ class BufferConfig:
     """Replay order."""
     overflow_strategy: Literal["drop_oldest", "drop_newest", "drop_low_priority"] = "drop_oldest"
     """Which message one overflow drops."""
-    default_ttl: float = attrs.field(default=3600.0, validator=positive)
+    default_ttl: float = attrs.field(default=3600.0, validator=positive, metadata=ALLOW_INF)
     """Seconds a message may wait when ``add_message`` gives no ``ttl``; ``inf`` never expires."""
     replay_rate: float = attrs.field(default=50.0, validator=positive)
     """Messages per second at most while replaying to a platform."""
@@ -283,6 +312,8 @@ def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
         if kind is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"expected {name}, got {value!r}")
+            if value != value:  # NaN compares unequal to itself
+                raise TypeError(f"expected {name} (a number, not NaN), got nan")
             return float(value)
         if isinstance(value, bool) and kind is not bool:
             raise TypeError(f"expected {name}, got {value!r}")
@@ -367,7 +398,35 @@ def structure_section(data: Any, cls: type[Any], path: str) -> tuple[Any, list[s
     try:
         return converter.structure(dict(data), cls), []
     except Exception as exc:
-        return None, _problems(exc, path)
+        problems = _problems(exc, path)
+        return None, problems + _range_problems(data, cls, path, problems)
+
+
+def _range_problems(
+    data: Mapping[str, Any], cls: type[Any], path: str, known: list[str]
+) -> list[str]:
+    """Run the validators of fields that structured fine, so one bad key does not
+    hide another's range problem (cattrs only builds the class when every field
+    structured)."""
+    out: list[str] = []
+    if not attrs.has(cls):
+        return out
+    for field in attrs.fields(cls):
+        value = data.get(field.alias or field.name, None)
+        if field.validator is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, int | float) or value != value:
+            continue
+        key = f"{path}.{field.name}" if path else field.name
+        if any(p.startswith(f"{key}:") for p in known):
+            continue
+        try:
+            field.validator(None, field, value)
+        except FieldValueError as exc:
+            out.append(f"{key}: {exc}")
+        except Exception:  # a validator that needs the whole instance
+            continue
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -496,6 +555,7 @@ def parse_config(
         problems.append(
             f"api.token: required when api.host ({api.host!r}) is not a loopback address"
         )
+    problems += _port_clashes(sections, platforms)
     con = sections.get("console")
     if isinstance(con, ConsoleConfig) and con.enable and not con.unix_socket:
         if not con.token and not _is_loopback(con.host):
@@ -510,6 +570,39 @@ def parse_config(
         platforms=platforms,
         source_dir=source_dir,
     )
+
+
+_ANY_HOST = {"0.0.0.0", "::", ""}
+
+
+def _port_clashes(
+    sections: Mapping[str, Any], platforms: Mapping[str, PlatformConfig]
+) -> list[str]:
+    """Two listeners of this config on one TCP port (0 = any free port never clashes)."""
+    listeners: list[tuple[str, str, int]] = []  # (key path, host, port)
+    api = sections.get("api")
+    if isinstance(api, ApiConfig) and api.enable:
+        listeners.append(("api.port", api.host, api.port))
+    con = sections.get("console")
+    if isinstance(con, ConsoleConfig) and con.enable and not con.unix_socket:
+        listeners.append(("console.port", con.host, con.port))
+    for pid, pc in platforms.items():
+        s = pc.settings
+        port, host = getattr(s, "port", None), getattr(s, "host", None)
+        if not pc.enabled or not isinstance(port, int) or not isinstance(host, str):
+            continue
+        if getattr(s, "mode", "reverse") != "reverse":
+            continue  # a dialling platform listens on nothing
+        listeners.append((f"platforms.{pid}.port", host, port))
+    out: list[str] = []
+    for i, (path, host, port) in enumerate(listeners):
+        if port == 0:
+            continue
+        for other, ohost, oport in listeners[:i]:
+            if oport == port and (host == ohost or host in _ANY_HOST or ohost in _ANY_HOST):
+                out.append(f"{path}: port {port} is also used by {other}")
+                break
+    return out
 
 
 def _is_loopback(host: str) -> bool:
