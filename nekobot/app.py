@@ -351,7 +351,11 @@ class NekoBot:
                     await fn(task_status=task_status)
             except Exception as exc:
                 if critical:
-                    log.critical("root actor %s crashed", name, exc_info=True)
+                    if isinstance(exc, OSError | ConfigError):
+                        # e.g. the API's port is taken: the message says it all
+                        log.critical("%s could not run: %s", name, exc)
+                    else:
+                        log.critical("root actor %s crashed", name, exc_info=True)
                     raise RootActorCrashed(name, exc) from exc
                 log.exception("%s failed", name)
             finally:

@@ -97,6 +97,25 @@ def _write_pid(path: Path) -> None:
     path.write_text(f"{os.getpid()}\n")
 
 
+def _is_nekobot(pid: int) -> bool:
+    """Whether ``pid`` runs nekobot (Linux ``/proc``; elsewhere: whether it exists).
+
+    A pid file left by a killed bot may name a pid the system has since given
+    to another program: never signal that one.
+    """
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self/cmdline").exists():
+        try:
+            return b"nekobot" in cmdline.read_bytes()
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def _remove_pid(path: Path) -> None:
     try:
         if path.read_text().strip() == str(os.getpid()):
@@ -115,6 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=getattr(logging, config.bot.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from .app import RootActorCrashed
+
     try:
         trio.run(_run_bot, path)
     except ConfigError as exc:
@@ -122,6 +143,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     except OSError as exc:
         print(f"nekobot: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except RootActorCrashed as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            _print_config_error(cause)
+            return EXIT_CONFIG
+        if isinstance(cause, OSError):
+            print(f"nekobot: {exc.actor} could not run: {cause}", file=sys.stderr)
+        else:
+            print(f"nekobot: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -134,6 +165,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         config, path = _load(args.config)
     except ConfigError as exc:
         _print_config_error(exc)
+        return EXIT_CONFIG
+    problems = _plugin_problems(config)
+    if problems:
+        _print_config_error(ConfigError(problems, source=path))
         return EXIT_CONFIG
     print(f"{path}: OK")
     print(f"  bot: {config.bot.name!r}, data_dir {config.data_path()}")
@@ -151,6 +186,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plugin_problems(config: NekoBotConfig) -> list[str]:
+    """Import each ``[bot] plugins`` entry (without calling it), as ``run`` would."""
+    import importlib
+
+    out = []
+    for i, spec in enumerate(config.bot.plugins):
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            getattr(module, attr or "setup")
+        except Exception as exc:
+            out.append(f"bot.plugins[{i}]: cannot load {spec!r}: {type(exc).__name__}: {exc}")
+    return out
+
+
 # ---- reload ------------------------------------------------------------------
 
 
@@ -164,6 +214,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
     pid_file = _pid_file(config)
     try:
         pid = int(pid_file.read_text().strip())
+        if not _is_nekobot(pid):
+            raise ProcessLookupError(f"pid {pid} is not a running nekobot (a stale pid file?)")
         os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError) as exc:
         print(f"nekobot: no running bot found through {pid_file}: {exc}", file=sys.stderr)

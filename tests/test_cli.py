@@ -143,3 +143,45 @@ def test_sigterm_exits_0_within_5s_and_frees_the_port(tmp_path: Path) -> None:
     for port in (ws_port, api_port):
         with socket.socket() as s:  # no SO_REUSEADDR: the port must be free at once
             s.bind(("127.0.0.1", port))
+
+
+def test_check_config_imports_plugins(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[bot]\nplugins = ["nekobot.plugins.echo:setup", "no_such_pkg.mod:setup"]\n')
+    assert main(["check-config", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bot.plugins[1]: cannot load 'no_such_pkg.mod:setup'" in err
+    assert "bot.plugins[0]" not in err
+
+
+def test_reload_refuses_a_stale_pid_file(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    path = tmp_path / "n.toml"
+    path.write_text(f'[bot]\ndata_dir = "{data}"\n')
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        (data / "nekobot.pid").write_text(f"{victim.pid}\n")
+        assert main(["reload", "-c", str(path)]) == 1
+        assert "is not a running nekobot" in capsys.readouterr().err
+        assert victim.poll() is None  # not signalled
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+@pytest.mark.slow
+def test_busy_api_port_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "n.toml"
+        path.write_text(
+            f'[bot]\ndata_dir = "{tmp_path / "data"}"\n[api]\nenable = true\nport = {port}\n'
+        )
+        proc = nekobot("run", "-c", str(path))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr or str(port) in proc.stderr
+    assert "'api'" in proc.stderr
