@@ -2,7 +2,8 @@
 
 Run it, then point a OneBot v11 implementation's reverse WebSocket at
 ws://127.0.0.1:6701/onebot/v11/ws. Every message that says "hello" gets
-"hello, <nickname>!" back where it was said.
+"hello, <nickname>!" back where it was said, through the account that
+received it (several accounts may connect, each with its own X-Self-ID).
 
     python examples/echo_bot.py
 """
@@ -36,6 +37,8 @@ async def main() -> None:
             target = reply_target(event)
             if target is None or plain_text(event.get("message")).strip() != "hello":
                 return
+            # params carry the event's "self_id": with several QQ accounts
+            # connected, the reply goes out through the one that was addressed.
             action, params = target
             name = (event.get("sender") or {}).get("nickname", "friend")
             receipt = await bot.send(

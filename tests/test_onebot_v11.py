@@ -637,7 +637,8 @@ async def test_forward_pending_call_fails_at_once_when_the_peer_closes() -> None
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
-            async with running(fwd(server.url), conn_cfg(reconnect_interval=100)) as platform:
+            ccfg = conn_cfg(reconnect_interval=100, max_reconnect_interval=100)
+            async with running(fwd(server.url), ccfg) as platform:
                 await wait_for(lambda: platform.online)
                 with pytest.raises(ConnectionClosed):
                     await platform.call_api("get_status", timeout=1000)
@@ -937,3 +938,169 @@ async def test_fixture_actions_with_any_json_echo_round_trip() -> None:
                 with pytest.raises(InvalidRequest, match="JSON"):
                     await platform.call_api("bad", {}, echo=object())
                 await peer.send({"status": "ok", "retcode": 0, "data": 1, "echo": pending_echo})
+
+
+# ---- several accounts on one reverse platform (one connection per X-Self-ID) ----
+
+
+def _send(content: dict[str, Any], action: str = "send_group_msg") -> OutboundMessage:
+    return OutboundMessage(platform_id="qq", message_type=action, content=content)
+
+
+async def test_self_id_in_content_picks_that_account_and_is_not_sent() -> None:
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, self_id=111, token=TOKEN) as a,
+            open_reverse_peer(platform.bound_port, self_id="222", token=TOKEN) as b,
+        ):
+            await wait_for(lambda: len(platform.get_connection_stats()["connections"]) == 2)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.answer, "from-a")
+                # the older account (a), named by an int self_id
+                receipt = await platform.send(_send({"self_id": 111, "group_id": 1}))
+            assert receipt.data == "from-a"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.answer, "from-b")
+                receipt = await platform.send(_send({"self_id": "222", "group_id": 2}))
+            assert receipt.data == "from-b"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.answer, "a-again")
+                assert await platform.call_api("get_status", {}, self_id="111") == "a-again"
+            # each peer sees its own action only, without self_id
+            got: dict[str, dict[str, Any]] = {}
+
+            async def grab(name: str, peer: Peer) -> None:
+                got[name] = await peer.answer()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(grab, "a", a)
+                nursery.start_soon(grab, "b", b)
+                await platform.send(_send({"self_id": 222, "group_id": 6, "message": "to-b"}))
+                await platform.send(_send({"self_id": 111, "group_id": 5, "message": "to-a"}))
+            assert got["a"]["params"] == {"group_id": 5, "message": "to-a"}
+            assert got["b"]["params"] == {"group_id": 6, "message": "to-b"}
+
+
+async def test_send_for_an_offline_account_raises_and_never_uses_another() -> None:
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, self_id=222, token=TOKEN) as b,
+        ):
+            async with open_reverse_peer(platform.bound_port, self_id=111, token=TOKEN):
+                await wait_for(lambda: len(platform.get_connection_stats()["connections"]) == 2)
+            await wait_for(lambda: len(platform.get_connection_stats()["connections"]) == 1)
+            assert platform.online  # account 222 is still connected
+            with pytest.raises(PlatformOffline, match="self_id=111"):
+                await platform.send(_send({"self_id": 111, "group_id": 1, "message": "lost"}))
+            with pytest.raises(PlatformOffline, match="self_id=333"):
+                await platform.call_api("get_status", {}, self_id=333)
+            # b received neither: its next action is this one
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(platform.send, _send({"self_id": 222, "message": "mine"}))
+                action = await b.answer()
+            assert action["params"] == {"message": "mine"}
+            # without self_id the only account connected carries it
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.answer, "only")
+                assert (await platform.send(_send({"message": "x"}))).data == "only"
+
+
+def test_echo_reply_target_names_the_receiving_account() -> None:
+    from nekobot.plugins.echo import reply_target
+
+    group = {"self_id": 111, "message_type": "group", "group_id": 5, "user_id": 9}
+    private = {"self_id": "222", "message_type": "private", "user_id": 9}
+    assert reply_target(group) == ("send_group_msg", {"group_id": 5, "self_id": 111})
+    assert reply_target(private) == ("send_private_msg", {"user_id": 9, "self_id": "222"})
+    assert reply_target({"message_type": "private", "user_id": 9}) == (
+        "send_private_msg",
+        {"user_id": 9},
+    )
+    assert reply_target({"message_type": "group"}) is None
+
+
+async def test_echo_plugin_answers_each_account_on_its_own_connection(tmp_path: Any) -> None:
+    """Real bot + shipped echo plugin: three accounts on one reverse platform,
+    each gets a pong for each of its own pings, and nothing else."""
+    import nekobot
+
+    ping = json.loads(event(lambda e: e.get("raw_message") == "/ping"))
+    accounts = [10001, 10002, 10003]
+    pings = 4
+    config = {
+        "bot": {"data_dir": str(tmp_path / "data"), "plugins": ["nekobot.plugins.echo:setup"]},
+        "api": {"enable": False},
+        "platforms": {"qq": {"type": "onebot_v11", "port": 0}},
+    }
+    got: dict[int, list[dict[str, Any]]] = {a: [] for a in accounts}
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(config) as bot:
+            actor = bot.runtime_manager.get_platform_actor("qq")
+            assert isinstance(actor, OneBotV11Platform) and actor.bound_port
+
+            async def account(self_id: int, *, task_status: Any) -> None:
+                async with open_reverse_peer(actor.bound_port, self_id=self_id) as peer:
+                    task_status.started()
+                    await ready.wait()
+                    for i in range(pings):
+                        frame = {
+                            **ping,
+                            "self_id": self_id,
+                            "group_id": self_id * 100 + i,
+                            "message_id": self_id * 100 + i,
+                        }
+                        await peer.send(frame)
+                    while True:
+                        got[self_id].append(await peer.answer({"message_id": 1}))
+
+            ready = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for a in accounts:
+                    await nursery.start(partial_account(account, a))
+                await wait_for(lambda: len(actor.get_connection_stats()["connections"]) == 3)
+                ready.set()
+                # every handler has returned: every reply was sent somewhere
+                await wait_for(
+                    lambda: bot.message_router.get_stats().processed >= len(accounts) * pings
+                )
+                nursery.cancel_scope.cancel()
+    for a in accounts:
+        assert sorted((x["params"] for x in got[a]), key=lambda p: p["group_id"]) == [
+            {"group_id": a * 100 + i, "message": "pong"} for i in range(pings)
+        ], a
+
+
+def partial_account(fn: Any, self_id: int) -> Any:
+    async def start(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await fn(self_id, task_status=task_status)
+
+    return start
+
+
+async def test_forward_connection_of_unknown_account_serves_any_self_id_until_known() -> None:
+    """Forward mode: before the first event names the account, a message with
+    ``self_id`` (e.g. replayed from the buffer at link-up) uses the one
+    connection; once the account is known, another self_id is refused."""
+    seen: list[dict[str, Any]] = []
+
+    async def implementation(peer: Peer) -> None:
+        seen.append(await peer.answer("early"))
+        await peer.send(EVENTS[0])  # lifecycle connect, self_id 10001
+        await peer.serve_actions("late")
+
+    server = ForwardPeerServer(on_connect=implementation)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            async with running(fwd(server.url), conn_cfg()) as platform:
+                await wait_for(lambda: platform.online)
+                receipt = await platform.send(_send({"self_id": 10001, "message": "m"}))
+                assert receipt.data == "early"
+                assert seen[0]["params"] == {"message": "m"}
+                await wait_for(lambda: emitted(platform))
+                assert (await platform.send(_send({"self_id": 10001}))).data == "late"
+                with pytest.raises(PlatformOffline, match="self_id=10002"):
+                    await platform.send(_send({"self_id": 10002}))
+            nursery.cancel_scope.cancel()

@@ -33,6 +33,14 @@ A second connection with the same ``X-Self-ID`` (and a conflicting role)
 replaces the first: the new one is live at once, the old one is closed, and
 bookkeeping is keyed by a connection *generation*, so the old one's cleanup
 never removes the new one.
+
+Several bot accounts may connect to one reverse-mode platform, each with its
+own ``X-Self-ID`` (``communication/ws-reverse.md``: one connection, or an
+``API`` + ``Event`` pair, per account). An outbound message names its account
+with a ``self_id`` key in its content (removed before the action is sent); a
+message for an account with no live API connection raises
+:class:`~nekobot.errors.PlatformOffline` (the bot buffers it) and is never sent
+through another account. Without ``self_id`` the newest API connection is used.
 """
 
 from __future__ import annotations
@@ -246,6 +254,10 @@ async def open_client_websocket(
 
 class OneBotV11Platform(PlatformActor):
     """A OneBot v11 implementation (go-cqhttp, NapCat, Lagrange…) over WebSocket.
+
+    In reverse mode several accounts may connect, one connection per account
+    (``X-Self-ID``, OneBot v11 ``communication/ws-reverse.md``); outbound
+    messages pick theirs with ``content["self_id"]`` (see :meth:`send`).
 
     Args:
         platform_id (str): The ``<id>`` of ``[platforms.<id>]``.
@@ -600,12 +612,29 @@ class OneBotV11Platform(PlatformActor):
     # ---- outbound -------------------------------------------------------------
 
     def _api_conn(self, self_id: Any = None) -> _Conn:
+        """The connection that carries a call for account ``self_id``.
+
+        With ``self_id``: the newest API-capable connection of that account; a
+        connection whose account is not known yet (forward mode before its
+        first event) serves when no connection names the account. Never
+        another account's connection. Without ``self_id``: the newest
+        API-capable connection (the only one when one account is connected).
+
+        Raises:
+            PlatformOffline: no live API-capable connection fits.
+        """
         candidates = [
             c for c in self._conns.values() if c.api_capable and c.link.is_up and not c.closed
         ]
         if self_id is not None:
-            matching = [c for c in candidates if c.self_id == str(self_id)]
-            candidates = matching or candidates
+            wanted = str(self_id)
+            matching = [c for c in candidates if c.self_id == wanted]
+            candidates = matching or [c for c in candidates if not c.self_id]
+            if not candidates:
+                raise PlatformOffline(
+                    f"platform {self.platform_id!r}: account self_id={wanted} has no live "
+                    "OneBot API connection"
+                )
         if not candidates:
             raise PlatformOffline(
                 f"platform {self.platform_id!r} has no live OneBot API connection"
@@ -628,8 +657,12 @@ class OneBotV11Platform(PlatformActor):
             params (Mapping | None): The action's parameters.
             timeout (float | None): Seconds (Trio clock) to wait for the response;
                 default ``api_timeout``.
-            self_id: Reverse mode with several accounts: which account's
-                connection to use (default: the newest API-capable connection).
+            self_id: The bot account (``X-Self-ID``, int or str) whose connection
+                carries the call. If that account has no live API-capable
+                connection, :class:`PlatformOffline` is raised: a call never
+                goes out through another account. ``None``: the newest
+                API-capable connection (the only one when one account is
+                connected).
             echo: The ``echo`` to send, any JSON value (default: a fresh unique
                 string). The response is matched by its JSON value (object key
                 order aside), so non-string echoes work.
@@ -638,7 +671,8 @@ class OneBotV11Platform(PlatformActor):
             The response's ``data`` (``None`` for ``status: "async"``).
 
         Raises:
-            PlatformOffline: no live connection can carry the call.
+            PlatformOffline: no live connection can carry the call (or none of
+                the account ``self_id``).
             InvalidRequest: ``echo`` is not JSON, or a pending call uses it.
             FrameTooLarge: the encoded frame exceeds ``max_frame_size`` (only this
                 call fails).
@@ -700,7 +734,19 @@ class OneBotV11Platform(PlatformActor):
 
         ``message_type`` is the action name, or ``"private"`` / ``"group"`` as a
         shorthand for ``send_msg`` with that ``message_type``; ``content`` is
-        the action's ``params``.
+        the action's ``params``, except for the key ``self_id``.
+
+        ``self_id`` selects the bot account and is removed from the params
+        sent (it is routing, not an action parameter). OneBot v11
+        (``communication/ws-reverse.md``) has one connection (or an ``API`` +
+        ``Event`` pair) per bot account, named by its ``X-Self-ID`` header, so
+        with several accounts on one platform the reply must name the account
+        the event came from: pass ``"self_id": event["self_id"]`` (the echo
+        plugin's :func:`~nekobot.plugins.echo.reply_target` does). When that
+        account has no live API-capable connection, :class:`PlatformOffline`
+        is raised and the bot buffers the message; it never goes out through
+        another account. Without ``self_id`` the newest API-capable connection
+        is used, which is only right when one account is connected.
 
         Raises:
             PlatformOffline, ConnectionClosed: not delivered (the bot buffers it).
@@ -710,11 +756,12 @@ class OneBotV11Platform(PlatformActor):
         if message.content is not None and not isinstance(message.content, Mapping):
             raise InvalidRequest("content: must be an object (the OneBot action's params)")
         params = dict(message.content or {})
+        self_id = params.pop("self_id", None)
         action = message.message_type
         if action in ("private", "group"):
             params.setdefault("message_type", action)
             action = "send_msg"
-        data = await self.call_api(action, params, self_id=params.get("self_id"))
+        data = await self.call_api(action, params, self_id=self_id)
         return SendReceipt(platform_id=self.platform_id, message_key=message.message_key, data=data)
 
     # ---- stats ----------------------------------------------------------------

@@ -4,7 +4,8 @@ private messages are echoed back.
 Enable it with ``[bot] plugins = ["nekobot.plugins.echo:setup"]``. It handles
 OneBot v11 ``message`` events (botuniverse/onebot-11, ``event/message.md``):
 a group message is answered with ``send_group_msg`` to its ``group_id``, a
-private one with ``send_private_msg`` to its ``user_id``.
+private one with ``send_private_msg`` to its ``user_id``, through the account
+(``self_id``) that received it.
 """
 
 from __future__ import annotations
@@ -46,12 +47,23 @@ def plain_text(message: Any) -> str:
 
 
 def reply_target(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The action and params that answer where ``event`` was said, or ``None``."""
+    """The action and params that answer where ``event`` was said, or ``None``.
+
+    The params carry ``self_id`` (the bot account that received the event)
+    when the event has one: with several accounts connected to one platform
+    (one connection per ``X-Self-ID``, OneBot v11
+    ``communication/ws-reverse.md``), the reply goes out through that account.
+    The platform removes ``self_id`` before sending the action.
+    """
     if event.get("message_type") == "group" and "group_id" in event:
-        return "send_group_msg", {"group_id": event["group_id"]}
-    if event.get("message_type") == "private" and "user_id" in event:
-        return "send_private_msg", {"user_id": event["user_id"]}
-    return None
+        action, params = "send_group_msg", {"group_id": event["group_id"]}
+    elif event.get("message_type") == "private" and "user_id" in event:
+        action, params = "send_private_msg", {"user_id": event["user_id"]}
+    else:
+        return None
+    if event.get("self_id") is not None:
+        params["self_id"] = event["self_id"]
+    return action, params
 
 
 def setup(bot: NekoBot) -> None:
