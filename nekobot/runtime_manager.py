@@ -21,11 +21,12 @@ Times: ``since`` is wall clock (``time.time()``); ``since_clock`` and
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -158,6 +159,9 @@ class _Entry:
     """The platform should run (started, not stopped on purpose)."""
     trial_token: int = 0
     changed: trio.Event = attrs.field(factory=trio.Event)
+    requested: int = 0
+    """Requested operations under way (restart, rebuild, first start of an added
+    platform): going down meanwhile is expected, not an outage."""
 
 
 def _deep_merge(base: dict[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
@@ -369,7 +373,9 @@ class RuntimeManager:
             if self.monitor is not None and running != was_running:
                 try:
                     self.monitor.set_platform_state(
-                        e.pid, running, expected=self._shutting_down or not self._wanted(e)
+                        e.pid,
+                        running,
+                        expected=self._shutting_down or e.requested > 0 or not self._wanted(e),
                     )
                 except Exception:
                     log.exception("monitor.set_platform_state failed")
@@ -383,14 +389,48 @@ class RuntimeManager:
     def _report(self, e: _Entry) -> None:
         fi = self.fault_isolation
         wanted = self._wanted(e)
-        if self._shutting_down or (e.state is PlatformState.STARTING and e.last_error is None):
-            # Not "out": the bot is stopping, or the platform is on its way up
-            # for the first time. Neither is a degradation to alert about.
+        if (
+            self._shutting_down
+            or e.requested > 0
+            or (e.state is PlatformState.STARTING and e.last_error is None)
+        ):
+            # Not "out": the bot is stopping, a person's restart or rebuild is
+            # under way, or the platform is on its way up for the first time.
+            # None is a degradation to alert about.
             wanted = False
         reason = e.state.value + (f" ({e.last_error})" if e.last_error else "")
         fi.set_platform_state(
             e.pid, running=e.state is PlatformState.RUNNING, wanted=wanted, reason=reason
         )
+
+    @contextlib.contextmanager
+    def _requested(self, e: _Entry) -> Iterator[None]:
+        """A requested operation (restart, rebuild, first start) is under way.
+
+        Meanwhile the platform going down is expected: no "platform down"
+        alert, not "out" for the degradation level. If it ran before and is
+        down afterwards (the new instance failed), that is reported as an
+        unexpected outage when the operation ends.
+        """
+        was_running = e.state is PlatformState.RUNNING
+        e.requested += 1
+        try:
+            yield
+        finally:
+            e.requested -= 1
+            if e.requested == 0 and self._entries.get(e.pid) is e:
+                self._report(e)
+                if (
+                    was_running
+                    and e.state is not PlatformState.RUNNING
+                    and self._wanted(e)
+                    and not self._shutting_down
+                    and self.monitor is not None
+                ):
+                    try:
+                        self.monitor.set_platform_state(e.pid, False, expected=False)
+                    except Exception:
+                        log.exception("monitor.set_platform_state failed")
 
     def _on_status(self, pid: str, status: ChildStatus, error: BaseException | None) -> None:
         e = self._entries.get(pid)
@@ -586,15 +626,26 @@ class RuntimeManager:
             PlatformExists: the id is taken.
             InvalidRequest: a bad id.
             ConfigError: a bad config dict (problems by key path).
-            PlatformStartError: it failed to start (it stays added, state ERROR).
+            PlatformStartError: ``auto_start`` and it failed to start (e.g. its
+                port is in use): it is removed again, as if never added (no
+                change hook, so no config version).
         """
         e = self._add_entry(platform_id, platform_config)
-        try:
-            if auto_start and e.config.enabled:
+        if not (auto_start and e.config.enabled):
+            await self._changed(f"add platform {platform_id}")
+            return self._status(e)
+        failed = False
+        with self._requested(e):  # a failed first start is no outage: it is undone
+            try:
                 async with e.lock:
                     await self._start_locked(e)
-        finally:
-            await self._changed(f"add platform {platform_id}")
+            except PlatformStartError:
+                failed = True
+                await self._remove(platform_id)
+                raise
+            finally:
+                if not failed:
+                    await self._changed(f"add platform {platform_id}")
         return self._status(e)
 
     async def start_platform(self, platform_id: str) -> PlatformLifecycleStatus:
@@ -636,10 +687,11 @@ class RuntimeManager:
         async with e.lock:
             if self.fault_isolation.is_disabled(platform_id):
                 raise PlatformDisabled(platform_id)
-            await self.supervisor.terminate_child(platform_id)
-            e.manual_restarts += 1
-            self._set_state(e, PlatformState.STOPPED)
-            await self._start_locked(e)
+            with self._requested(e):
+                await self.supervisor.terminate_child(platform_id)
+                e.manual_restarts += 1
+                self._set_state(e, PlatformState.STOPPED)
+                await self._start_locked(e)
         return self._status(e)
 
     async def remove_platform(self, platform_id: str) -> None:
@@ -709,6 +761,10 @@ class RuntimeManager:
         return self._status(e)
 
     async def _replace_locked(self, e: _Entry, new: PlatformConfig) -> None:
+        with self._requested(e):
+            await self._replace_requested(e, new)
+
+    async def _replace_requested(self, e: _Entry, new: PlatformConfig) -> None:
         old, old_rev = e.config, e.revision
         fi = self.fault_isolation
         should_run = (e.want or (new.enabled and not old.enabled)) and not fi.is_disabled(e.pid)
@@ -778,13 +834,14 @@ class RuntimeManager:
                 if not e.config.enabled:
                     done.append(f"added {pid}")
                     continue
-                try:
-                    async with e.lock:
-                        await self._start_locked(e)
-                    done.append(f"added {pid}")
-                except PlatformStartError as exc:
-                    errors.append(exc)
-                    await self._remove(pid)
+                with self._requested(e):
+                    try:
+                        async with e.lock:
+                            await self._start_locked(e)
+                        done.append(f"added {pid}")
+                    except PlatformStartError as exc:
+                        errors.append(exc)
+                        await self._remove(pid)
             if done:
                 await self._changed("apply config: " + ", ".join(done))
             if errors:

@@ -115,14 +115,52 @@ async def test_start_returns_when_started_and_fails_clearly(
         assert trio.current_time() - t0 == 2.5
         assert st.state is PlatformState.RUNNING and world.events("slow", "up") == [2.5]
 
-        with pytest.raises(PlatformStartError, match="'bad' failed to start: RuntimeError") as info:
-            await rm.add_platform("bad", {"type": TYPE, "fail_start": True, "label": "x"})
+        await rm.add_platform("bad0", config(), auto_start=False)
+        match = "'bad0' failed to start: RuntimeError"
+        with pytest.raises(PlatformStartError, match=match) as info:
+            await rm.update_platform_config("bad0", {"fail_start": True, "label": "x"})
+            await rm.start_platform("bad0")
         assert isinstance(info.value.__cause__, RuntimeError)
-        st = status(rm, "bad")
+        st = status(rm, "bad0")
         assert st.state is PlatformState.ERROR
-        assert st.last_error == "RuntimeError: bad: bad config x"
+        assert st.last_error == "RuntimeError: bad0: bad config x"
         await trio.sleep(60.0)
-        assert status(rm, "bad").state is PlatformState.ERROR  # a failed request is not retried
+        assert status(rm, "bad0").state is PlatformState.ERROR  # a failed request is not retried
+
+
+async def test_an_added_platform_that_fails_to_start_is_removed_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    monitor = FakeMonitor()
+    hook: list[str] = []
+    async with running_rm(world, monitor=monitor) as rm:
+
+        async def on_change(description: str) -> None:
+            hook.append(description)
+
+        rm.set_change_hook(on_change)
+        await rm.add_platform("qq", config(port=7000))
+        with pytest.raises(PlatformStartError, match="'qq2' failed to start: OSError") as info:
+            await rm.add_platform("qq2", config(port=7000))  # the port is busy
+        assert isinstance(info.value.__cause__, OSError)
+        assert "address in use" in str(info.value)
+        assert "qq2" not in rm.platform_configs
+        with pytest.raises(PlatformNotFound):
+            rm.get_platform_lifecycle_status("qq2")
+        assert hook == ["add platform qq"]  # no change hook: no config version for qq2
+        assert "qq2" not in rm.fault_isolation.get_isolation_status().platforms
+        assert "fault_isolation:degraded" not in [key for key, _, _ in monitor.fired]
+        with pytest.raises(PlatformStartError, match="'bad' failed to start: RuntimeError"):
+            await rm.add_platform("bad", {"type": TYPE, "fail_start": True, "label": "x"})
+        assert "bad" not in rm.platform_configs
+        # nothing left behind: the id can be used again
+        st = await rm.add_platform("qq2", config(port=7001))
+        assert st.state is PlatformState.RUNNING
+        assert hook == ["add platform qq", "add platform qq2"]
+        # not started on request: added even if it could not start
+        await rm.add_platform("later", config(port=7000), auto_start=False)
+        assert status(rm, "later").state is PlatformState.STOPPED
 
 
 async def test_dict_config_errors_name_the_key_path() -> None:
@@ -334,3 +372,70 @@ async def test_cancelling_run_stops_in_reverse_order(
         await rm.load({p: config() for p in ("p1", "p2", "p3")})
         await trio.sleep(1.0)
     assert [pid for _, ev, pid, _ in world.log if ev == "exit"] == ["p3", "p2", "p1"]
+
+
+def _degraded_alerts(monitor: FakeMonitor) -> list[str]:
+    return [msg for key, _, msg in monitor.fired if key == "fault_isolation:degraded"]
+
+
+async def test_requested_restarts_are_expected_and_do_not_alert(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    monitor = FakeMonitor()
+    async with running_rm(world, monitor=monitor) as rm:
+        fi = rm.fault_isolation
+        levels: list[str] = []
+        real = monitor.set_platform_state
+
+        def spy(platform_id: str, running: bool, *, expected: bool = False) -> None:
+            real(platform_id, running, expected=expected)
+            levels.append(fi.get_isolation_status().degradation_level.name)
+
+        monitor.set_platform_state = spy  # type: ignore[method-assign]
+        await rm.load({"a": config(port=7000, label="a1"), "b": config(label="b1")})
+        await trio.sleep(1.0)
+        await rm.restart_platform("a")
+        await rm.update_platform_config("a", {"label": "a2"})
+        await rm.apply_config({"a": config(port=7000, label="a3"), "b": config(label="b2")})
+        # an update that fails and is rolled back: the old config runs again
+        with pytest.raises(PlatformStartError):
+            await rm.update_platform_config("a", {"fail_start": True})
+        assert status(rm, "a").state is PlatformState.RUNNING
+        downs = [
+            (pid, exp)
+            for (pid, up), exp in zip(monitor.states, monitor.expected, strict=True)
+            if not up
+        ]
+        assert downs and all(exp for _, exp in downs), downs  # every down was expected
+        assert "platform_down" not in str(monitor.fired)
+        assert _degraded_alerts(monitor) == []
+        assert set(levels) == {"NONE"}
+        assert fi.get_isolation_status().degradation_level.name == "NONE"
+        assert status(rm, "a").restart_count == 1
+
+        # a crash is not expected: it still alerts
+        world.crash("b")
+        await trio.testing.wait_all_tasks_blocked()
+        assert monitor.states[-1] == ("b", False) and monitor.expected[-1] is False
+        assert _degraded_alerts(monitor) == ["degraded (MEDIUM): b: restarting (Crash: b crashed)"]
+        await trio.sleep(2.0)
+        assert status(rm, "b").state is PlatformState.RUNNING
+        assert fi.get_isolation_status().degradation_level.name == "NONE"
+
+
+async def test_a_restart_whose_new_instance_fails_alerts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    monitor = FakeMonitor()
+    async with running_rm(world, monitor=monitor) as rm:
+        await rm.load({"a": config(port=7000), "b": config()})
+        await rm.update_platform_config("a", {"fail_start": True}, apply_immediately=False)
+        with pytest.raises(PlatformStartError):
+            await rm.restart_platform("a")
+        assert status(rm, "a").state is PlatformState.ERROR
+        assert monitor.states[-1] == ("a", False) and monitor.expected[-1] is False
+        assert _degraded_alerts(monitor) == [
+            "degraded (MEDIUM): a: error (RuntimeError: a: bad config v1)"
+        ]
