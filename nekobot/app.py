@@ -383,7 +383,7 @@ class NekoBot:
                 f"database was corrupt; moved aside to {self.store.recovered_from}",
             )
         await self._start_child("buffer", self.message_buffer.run)
-        await self._start_child("router", self.message_router.run)
+        await self._start_child("router", self.message_router.run, stop=self._drain_router)
         fi_run = getattr(self.fault_isolation_manager, "run", None)
         if fi_run is not None:
             await self._start_child("fault_isolation", fi_run)
@@ -428,6 +428,19 @@ class NekoBot:
             log.info("debug console on %s", self.console_address)
         self.started_at = time.time()
         self.ready = True
+
+    async def _drain_router(self) -> None:
+        try:
+            await self.message_router.drain()
+        finally:
+            stats = self.message_router.get_stats()
+            left = stats.queued + stats.in_flight
+            if left:
+                log.warning(
+                    "shutdown: %d inbound messages were not handled within %s s",
+                    left,
+                    self.config.bot.shutdown_timeout,
+                )
 
     async def _same_as_current(self) -> bool:
         from .config.schema import config_to_dict

@@ -303,6 +303,7 @@ class MessageRouter:
         self._slots: list[_Slot] = []
         self._watchdog_lot = trio.lowlevel.ParkingLot()
         self._watchdog_idle = False
+        self._drained: trio.Event | None = None
         self._received = 0
         self._processed = 0
         self._unhandled = 0
@@ -541,6 +542,20 @@ class MessageRouter:
         finally:
             self.running = False
 
+    async def drain(self) -> None:
+        """Wait until every queued message was handled and no handler runs.
+
+        The bot calls it at shutdown, after the platforms stopped (so nothing
+        new arrives), within the router's shutdown deadline: messages already
+        accepted are handled rather than lost, and their handlers' replies go
+        to the durable buffer. Retries scheduled for later are not waited for.
+        """
+        if self._drained is None:
+            self._drained = trio.Event()
+        if self._queued == 0 and self._in_flight == 0:
+            self._drained.set()
+        await self._drained.wait()
+
     def _pop(self) -> _Entry | None:
         if not self._queued:
             return None
@@ -577,6 +592,8 @@ class MessageRouter:
             entry = self._pop()
             if entry is None:
                 streak = 0
+                if self._drained is not None and self._in_flight == 0:
+                    self._drained.set()
                 await self._work_lot.park()
                 continue
             await self._handle(entry, slot)

@@ -165,3 +165,40 @@ async def test_stale_base_revision_is_a_conflict(tmp_path: Path) -> None:
             assert info.value.expected == base
             assert info.value.current == base + 1
             assert bot.config.platforms["b"].settings.label == "b2"
+
+
+async def test_shutdown_handles_the_messages_already_accepted(tmp_path: Path) -> None:
+    handled: list[int] = []
+    data = config(tmp_path, router={"max_concurrency": 1})
+    with trio.fail_after(10):
+        async with nekobot.open_nekobot(data) as bot:
+
+            async def slow(message: nekobot.Message) -> None:
+                await trio.sleep(0.01)
+                handled.append(message.content["n"])
+
+            bot.message_router.register_handler("m", slow)
+            for n in range(30):
+                await bot.message_router.route_message("a", "m", {"n": n})
+            assert bot.message_router.get_stats().queued > 0
+        # leaving the block stopped the platforms first, then let the router drain
+    assert handled == list(range(30))
+
+
+async def test_shutdown_drain_is_bounded_and_says_what_was_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = config(tmp_path, router={"max_concurrency": 1})
+    data["bot"]["shutdown_timeout"] = 0.2
+    with trio.fail_after(10):
+        async with nekobot.open_nekobot(data) as bot:
+
+            async def stuck(message: nekobot.Message) -> None:
+                await trio.sleep_forever()
+
+            bot.message_router.register_handler("m", stuck)
+            for n in range(3):
+                await bot.message_router.route_message("a", "m", {"n": n})
+            t0 = trio.current_time()
+    assert trio.current_time() - t0 < 3
+    assert "shutdown: 3 inbound messages were not handled within 0.2 s" in caplog.text
