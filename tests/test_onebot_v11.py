@@ -114,6 +114,38 @@ def test_config_validation() -> None:
         OneBotV11Config(max_frame_size=0)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "text"),
+    [
+        ("port", 70000, "must be 0..65535, got 70000"),
+        ("port", -1, "must be 0..65535, got -1"),
+        ("mode", "revers", "must be 'reverse' or 'forward', got 'revers'"),
+        ("path", "ws", "must start with '/', got 'ws'"),
+        ("max_frame_size", 0, "must be > 0, got 0"),
+        ("api_timeout", 0, "must be a finite number > 0, got 0.0"),
+        ("api_timeout", float("nan"), None),
+        ("api_timeout", float("inf"), "must be a finite number > 0, got inf"),
+        ("connect_timeout", float("nan"), None),
+        ("connect_timeout", float("inf"), "must be a finite number > 0, got inf"),
+        ("connect_timeout", -1.5, "must be a finite number > 0, got -1.5"),
+    ],
+)
+def test_config_errors_name_the_key(key: str, value: Any, text: str | None) -> None:
+    from nekobot.config.schema import parse_config
+    from nekobot.errors import ConfigError, FieldValueError
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"platforms": {"qq": {"type": "onebot_v11", key: value}}})
+    (problem,) = info.value.problems
+    if text is None:  # NaN: the loader's float check may answer first
+        assert problem.startswith(f"platforms.qq.{key}: ") and "nan" in problem
+    else:
+        assert problem == f"platforms.qq.{key}: {text}"
+    with pytest.raises(FieldValueError) as direct:  # built in code: the same check
+        OneBotV11Config(**{key: value})
+    assert direct.value.field == key
+
+
 # ---- reverse WebSocket: events -------------------------------------------------
 
 

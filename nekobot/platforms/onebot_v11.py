@@ -65,6 +65,7 @@ from ..connection_manager import AuthFailed, ConnectionManager, Link, record_met
 from ..errors import (
     CallTimeout,
     ConnectionClosed,
+    FieldValueError,
     FrameTooLarge,
     InvalidRequest,
     OneBotActionFailed,
@@ -87,11 +88,22 @@ REPLACED_CLOSE_CODE = 4001
 
 
 def _check(pred: Callable[[Any], bool], text: str) -> Callable[[Any, Any, Any], None]:
+    """An attrs validator raising :class:`FieldValueError` (the config loader
+    then names the key: ``platforms.<id>.<field>: <text>, got <value>``)."""
+
     def validator(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not pred(value):
-            raise ValueError(f"{text}, got {value!r}")
+        try:
+            ok = pred(value)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise FieldValueError(attribute.name, f"{text}, got {value!r}")
 
     return validator
+
+
+def _positive_seconds(v: Any) -> bool:
+    return math.isfinite(v) and v > 0
 
 
 @attrs.frozen(kw_only=True)
@@ -125,10 +137,12 @@ class OneBotV11Config:
     )
     """Largest frame (bytes, UTF-8) accepted or sent; bigger inbound frames are
     counted and dropped, a bigger outbound frame fails that call only."""
-    api_timeout: float = attrs.field(default=30.0, validator=_check(lambda v: v > 0, "must be > 0"))
+    api_timeout: float = attrs.field(
+        default=30.0, validator=_check(_positive_seconds, "must be a finite number > 0")
+    )
     """Seconds (Trio clock) ``call_api`` waits for the response by default."""
     connect_timeout: float = attrs.field(
-        default=10.0, validator=_check(lambda v: v > 0, "must be > 0")
+        default=10.0, validator=_check(_positive_seconds, "must be a finite number > 0")
     )
     """Seconds a WebSocket opening handshake may take (both modes)."""
 
