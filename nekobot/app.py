@@ -279,8 +279,10 @@ class NekoBot:
         """Apply a new config to the running bot and record it as a version.
 
         Only platforms whose ``[platforms.<id>]`` section changed are rebuilt;
-        added ones start, removed ones stop. Sections other than
-        ``platforms`` take effect at the next start (they are recorded now).
+        added ones start, removed ones stop; ``api.token`` applies at once.
+        Other sections take effect at the next start: they are recorded now,
+        a warning is logged, and the version's description says
+        ``(restart needed for: router, …)``.
 
         Args:
             new: A ``NekoBotConfig`` or the dict of a TOML document.
@@ -310,8 +312,16 @@ class NekoBot:
             finally:
                 self._applying = False
             self.config = attrs.evolve(new, source_dir=old.source_dir)
+            description = description or "config update"
+            later = _needs_restart(old, new)
+            if later:
+                log.warning(
+                    "config applied; changes to [%s] take effect at the next start",
+                    ", ".join(later),
+                )
+                description += f" (restart needed for: {', '.join(later)})"
             if record:
-                return await self._record_version(description or "config update", author=author)
+                return await self._record_version(description, author=author)
             return None
 
     async def _apply_config_dict(self, data: Mapping[str, Any]) -> None:
@@ -479,6 +489,33 @@ class NekoBot:
                 log.error("%s did not stop within its deadline", child.name)
         self._children.clear()
         await self.store.close()
+
+
+_SECTIONS_NEEDING_RESTART = (
+    "bot",
+    "supervisor",
+    "fault_isolation",
+    "router",
+    "buffer",
+    "monitor",
+    "api",
+    "console",
+)
+
+
+def _needs_restart(old: NekoBotConfig, new: NekoBotConfig) -> list[str]:
+    """Sections other than ``platforms`` whose change only a restart applies.
+
+    ``api.token`` is read on every request, so rotating it needs no restart.
+    """
+    out = []
+    for name in _SECTIONS_NEEDING_RESTART:
+        a, b = getattr(old, name), getattr(new, name)
+        if name == "api":
+            a, b = attrs.evolve(a, token=None), attrs.evolve(b, token=None)
+        if a != b:
+            out.append(name)
+    return out
 
 
 def _coerce_config(

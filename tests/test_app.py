@@ -202,3 +202,17 @@ async def test_shutdown_drain_is_bounded_and_says_what_was_left(
             t0 = trio.current_time()
     assert trio.current_time() - t0 < 3
     assert "shutdown: 3 inbound messages were not handled within 0.2 s" in caplog.text
+
+
+async def test_changes_that_need_a_restart_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(10):
+        async with nekobot.open_nekobot(config(tmp_path)) as bot:
+            new = config(tmp_path, router={"max_concurrency": 3})
+            version = await bot.apply_config(new, description="fewer workers")
+            assert version.description == "fewer workers (restart needed for: router)"
+            assert "changes to [router] take effect at the next start" in caplog.text
+            same = config(tmp_path, router={"max_concurrency": 3}, api={"token": "rotated"})
+            version = await bot.apply_config(same, description="rotate token")
+            assert version.description == "rotate token"
