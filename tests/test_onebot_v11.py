@@ -1136,3 +1136,22 @@ async def test_forward_connection_of_unknown_account_serves_any_self_id_until_kn
                 with pytest.raises(PlatformOffline, match="self_id=10002"):
                     await platform.send(_send({"self_id": 10002}))
             nursery.cancel_scope.cancel()
+
+
+async def test_lifecycle_without_sub_type_logs_sensibly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="nekobot.platforms.onebot_v11")
+    bare = {"time": 1, "self_id": 10001, "post_type": "meta_event", "meta_event_type": "lifecycle"}
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            await peer.send(bare)
+            await peer.send(EVENTS[0])  # sub_type "connect"
+            await wait_for(lambda: len(emitted(platform)) == 2)
+    lines = [r.getMessage() for r in caplog.records if "lifecycle" in r.getMessage()]
+    assert lines == [
+        "qq: lifecycle event (no sub_type) from self_id 10001",
+        "qq: lifecycle event connect from self_id 10001",
+    ]
+    assert not any("None" in line for line in lines)

@@ -597,10 +597,11 @@ class OneBotV11Platform(PlatformActor):
                     "sub_type": event.get("sub_type"),
                     "time": event.get("time"),
                 }
+                sub_type = event.get("sub_type")
                 log.info(
-                    "%s: lifecycle %s from self_id %s",
+                    "%s: lifecycle event %s from self_id %s",
                     self.platform_id,
-                    event.get("sub_type"),
+                    sub_type if isinstance(sub_type, str) and sub_type else "(no sub_type)",
                     self_id,
                 )
         if not conn.self_id and self_id is not None:
