@@ -133,12 +133,12 @@ def to_jsonable(value: Any) -> Any:
     one, else attrs/dataclass instances become objects; an ``IntEnum`` becomes
     its name (``"WARNING"``), another enum its value (``"running"``);
     non-finite floats become strings (``"inf"``)."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, enum.IntEnum):
+    if isinstance(value, enum.IntEnum):  # before int: an IntEnum is an int
         return value.name
     if isinstance(value, enum.Enum):
         return to_jsonable(value.value)
+    if value is None or isinstance(value, bool | int | str):
+        return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     to_dict = getattr(value, "to_dict", None)
