@@ -316,6 +316,56 @@ class _Item:
         return int(self.msg.priority)
 
 
+_OVERFLOW_REASONS = ("drop_oldest", "drop_newest", "drop_low_priority", "global_full")
+
+
+_COUNTERS = (
+    (
+        "nekobot_buffer_added_total",
+        "buffered_total",
+        "Messages accepted by the outbound buffer (add_message), drops included.",
+    ),
+    (
+        "nekobot_buffer_restored_total",
+        "restored_total",
+        "Buffered messages loaded back from the database at start.",
+    ),
+    (
+        "nekobot_buffer_replayed_total",
+        "replayed_total",
+        "Buffered messages the platform acknowledged (delivered from the buffer).",
+    ),
+    (
+        "nekobot_buffer_expired_total",
+        "expired_total",
+        "Buffered messages whose TTL ran out (never sent).",
+    ),
+)
+"""Prometheus counters fed from each queue's own counters: (name, attribute, help)."""
+
+_REPORTED_ATTR = {
+    "buffered_total": "buffered",
+    "restored_total": "restored",
+    "replayed_total": "replayed",
+    "expired_total": "expired",
+}
+
+
+class _Reported:
+    """What the monitor was last told about one queue (counters are sent as deltas)."""
+
+    __slots__ = ("buffered", "dropped", "expired", "overflow", "replayed", "restored", "size")
+
+    def __init__(self) -> None:
+        self.buffered = 0
+        self.restored = 0
+        self.replayed = 0
+        self.expired = 0
+        self.overflow = 0
+        self.dropped: dict[str, int] = {}
+        self.size: int | None = None
+
+
 class _Queue:
     """One platform's queue: one deque per priority (each in seq order), lazy deletion."""
 
@@ -333,11 +383,23 @@ class _Queue:
         self.link_epoch = 0
         """Bumped by every mark online/offline; a replay backing off skips its
         wait when it changed (the link came back or went away meanwhile)."""
+        self.backlog_seq = 0
+        """Messages with ``seq <= backlog_seq`` are the backlog: they were queued
+        when the platform last came online, and only they are rate-limited."""
+        self.next_backlog_at = -math.inf
+        """Trio clock: the next backlog message may be sent from then on."""
         self.buffered_total = 0
         self.restored_total = 0
         self.replayed_total = 0
         self.expired_total = 0
         self.dropped: dict[str, int] = {}
+        self.reported = _Reported()
+        self.overflow_alert_base: int | None = None
+        """Overflow drops counted when the open overflow alert opened; ``None``: no alert."""
+
+    def overflow_dropped(self) -> int:
+        """Messages dropped because the queue (or the global cap) was full."""
+        return sum(self.dropped.get(r, 0) for r in _OVERFLOW_REASONS)
 
     def push(self, item: _Item) -> None:
         lane = self.lanes.get(item.priority)
@@ -595,6 +657,7 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         self._nursery: trio.Nursery | None = None
         self._sweep_scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
+        self._metric_failed = False
         self._publish()
 
     @classmethod
@@ -1012,6 +1075,11 @@ class MessageBuffer(Actor[Any, _Snapshot]):
 
     def _set_online(self, req: _SetOnline) -> None:
         q = self._queue(req.platform_id)
+        if req.online and not q.online:
+            # Coming online: what is queued now is the backlog (rate-limited);
+            # whatever is added from now on is live traffic (not throttled).
+            q.backlog_seq = self._next_seq - 1
+            q.next_backlog_at = -math.inf
         q.online = req.online
         q.failures = 0
         q.link_epoch += 1
@@ -1031,8 +1099,12 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             q.replaying = True
             self._nursery.start_soon(self._background_replay, q.platform_id)
 
-    def _next(self, platform_id: str) -> tuple[int, OutboundMessage] | None:
-        """The head to send next, marked in flight; ``None`` ends the replay."""
+    def _next(self, platform_id: str) -> tuple[int, OutboundMessage] | float | None:
+        """The head to send next, marked in flight; ``None`` ends the replay.
+
+        A float is a Trio-clock time: the head is backlog and its rate slot
+        starts then; the replay waits until then and asks again.
+        """
         q = self._queue(platform_id)
         q.inflight = None
         now = trio.current_time()
@@ -1043,6 +1115,10 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             if item.expires_at <= now:
                 self._expire(q, item)
                 continue
+            if item.seq <= q.backlog_seq:
+                if now < q.next_backlog_at:
+                    return q.next_backlog_at
+                q.next_backlog_at = now + 1.0 / self.replay_rate
             q.inflight = item
             return item.seq, item.msg
         q.replaying = False
@@ -1133,6 +1209,88 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                 global_cap_hits=self._global_cap_hits,
             )
         )
+        self._report()
+
+    def _report(self) -> None:
+        """Tell the monitor what changed since the last batch; open/clear overflow alerts.
+
+        Counters go out as deltas of the queue's own counters (so the metrics
+        and :meth:`get_buffer_stats` agree), the size gauge when it changed.
+        """
+        for pid, q in self._queues.items():
+            rep = q.reported
+            labels = {"platform_id": pid}
+            for name, attr, doc in _COUNTERS:
+                value = getattr(q, attr)
+                delta = value - getattr(rep, _REPORTED_ATTR[attr])
+                if delta > 0:
+                    self._metric(name, delta, "counter", labels, doc)
+                    setattr(rep, _REPORTED_ATTR[attr], value)
+            if q.dropped != rep.dropped:
+                for reason, n in q.dropped.items():
+                    delta = n - rep.dropped.get(reason, 0)
+                    if delta > 0:
+                        self._metric(
+                            "nekobot_buffer_dropped_total",
+                            delta,
+                            "counter",
+                            {"platform_id": pid, "reason": reason},
+                            "Buffered messages dropped (never sent), by platform and reason.",
+                        )
+                rep.dropped = dict(q.dropped)
+            if rep.size != q.size:
+                rep.size = q.size
+                self._metric(
+                    "nekobot_buffer_size",
+                    q.size,
+                    "gauge",
+                    labels,
+                    "Messages queued in the outbound buffer now (the one in flight included).",
+                )
+            overflow = q.overflow_dropped()
+            if overflow > rep.overflow:
+                if q.overflow_alert_base is None:
+                    q.overflow_alert_base = rep.overflow
+                    log.warning(
+                        "buffer %s overflowed (max_size %d, %s): dropping messages",
+                        pid,
+                        q.max_size,
+                        self.overflow_strategy.value,
+                    )
+                rep.overflow = overflow
+                n = overflow - q.overflow_alert_base
+                reasons = ", ".join(
+                    f"{r} {q.dropped[r]}" for r in _OVERFLOW_REASONS if q.dropped.get(r)
+                )
+                self._alert(
+                    f"buffer:overflow:{pid}",
+                    "WARNING",
+                    f"outbound buffer of platform {pid!r} overflowed: {n} message(s) dropped"
+                    f" since this alert opened (queue {q.size}/{q.max_size}, global cap"
+                    f" {self.global_max_size}; dropped so far by reason: {reasons})",
+                    platform_id=pid,
+                    metric_name="nekobot_buffer_dropped_total",
+                )
+            if q.overflow_alert_base is not None and q.size == 0:
+                log.info(
+                    "buffer %s drained after dropping %d message(s)",
+                    pid,
+                    overflow - q.overflow_alert_base,
+                )
+                q.overflow_alert_base = None
+                self._clear_alert(f"buffer:overflow:{pid}")
+
+    def _metric(
+        self, name: str, value: float, mtype: str, labels: dict[str, str], doc: str
+    ) -> None:
+        if self.monitor is None:
+            return
+        try:
+            self.monitor.record_metric(name, value, mtype, labels=labels, documentation=doc)
+        except Exception:  # the monitor must never take the buffer down
+            if not self._metric_failed:
+                self._metric_failed = True
+                log.exception("buffer: record_metric(%r) failed (logged once)", name)
 
     # ---- replay (runs in its own task, talks to the actor by calls) ------------
 
@@ -1158,7 +1316,6 @@ class MessageBuffer(Actor[Any, _Snapshot]):
     async def _replay(
         self, platform_id: str, max_count: int | None, *, background: bool
     ) -> list[OutboundMessage]:
-        interval = 1.0 / self.replay_rate
         replayed: list[OutboundMessage] = []
         ended = False
         try:
@@ -1168,10 +1325,15 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                 if nxt is None:
                     ended = True  # _Next ended the replay atomically
                     break
-                seq, msg = nxt
                 q = self._queues[platform_id]
+                if isinstance(nxt, float):  # backlog head: wait for its rate slot
+                    with trio.CancelScope() as scope:
+                        q.wake = scope  # marking online/offline re-evaluates at once
+                        await trio.sleep_until(nxt)
+                    q.wake = None
+                    continue
+                seq, msg = nxt
                 epoch = q.link_epoch
-                started = trio.current_time()
                 try:
                     if sender is None:
                         raise RuntimeError("no sender")
@@ -1192,7 +1354,6 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                     continue
                 await self._call(_Ack(platform_id, seq))
                 replayed.append(msg)
-                await trio.sleep_until(started + interval)
         finally:
             if not ended:
                 try:
@@ -1323,7 +1484,15 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             await self._flush()
         self._publish()
 
-    def _alert(self, key: str, level: str, message: str) -> None:
+    def _alert(
+        self,
+        key: str,
+        level: str,
+        message: str,
+        *,
+        platform_id: str | None = None,
+        metric_name: str | None = None,
+    ) -> None:
         if self.monitor is None:
             return
         try:
@@ -1333,9 +1502,19 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         except (ImportError, KeyError):
             lvl = level
         try:
-            self.monitor.fire_alert(key, lvl, message)
+            self.monitor.fire_alert(
+                key, lvl, message, platform_id=platform_id, metric_name=metric_name
+            )
         except Exception:  # the monitor must never take the buffer down
             log.exception("buffer: fire_alert failed")
+
+    def _clear_alert(self, key: str) -> None:
+        if self.monitor is None:
+            return
+        try:
+            self.monitor.clear_alert(key)
+        except Exception:  # the monitor must never take the buffer down
+            log.exception("buffer: clear_alert failed")
 
 
 class _NoReply:
