@@ -10,14 +10,35 @@ Every route under ``/api`` needs ``Authorization: Bearer <token>`` when
 are open; ``/metrics`` needs the token only with ``[api] metrics_auth``. A bot
 whose ``[api] host`` is not a loopback address refuses to serve without a token.
 
-Bodies are JSON objects validated with cattrs (unknown keys refused); a request
-body above ``[api] max_body_size`` bytes gets 413. Errors are
-``{"error": {"code": ..., "message": ...}}``: 400 a bad body or parameter (the
-message names the field), 401 no or wrong token, 404 an unknown platform,
-version or alert, 409 a conflict (a platform that exists, a stale
-``base_revision``). Config-changing routes take an optional ``base_revision``
-(check-and-set against the config history). Secrets (``token``,
-``access_token``, ``password``, ``secret`` keys) are redacted in every answer.
+The token (and ``metrics_auth``) checked is that of the config in force,
+``bot.config.api``, read on every request: a token rotated by
+``bot.apply_config`` / ``bot.reload`` takes effect at once. If the API was
+started on a non-loopback address and the config in force has no token, every
+``/api`` request is refused (401): removing the token never opens a public API.
+The other ``[api]`` keys (``enable``, ``host``, ``port``, ``max_body_size``)
+are read when the API starts; changing them needs a restart of the bot.
+
+Cross-site requests (CSRF): a state-changing request (``POST``, ``PUT``,
+``PATCH``, ``DELETE``) whose ``Origin`` header is not the API's own origin
+(the request's scheme and ``Host`` header: ``scheme://host:port``, default
+ports equal to none; ``Origin: null`` is not the API's own), or that has no
+``Origin`` but a ``Sec-Fetch-Site`` header other than ``same-origin`` or
+``none``, is refused with 403 ``cross_origin`` before anything else, with or
+without a token. So a web page the operator opens cannot stop platforms on a
+loopback API without a token. Requests without these headers (curl, scripts,
+the console) are not affected, nor are reads (``GET``). Behind a reverse
+proxy, the proxy must pass the ``Host`` the browser used.
+
+Bodies are JSON objects validated with cattrs (unknown keys refused), nested at
+most 64 levels deep; a request body above ``[api] max_body_size`` bytes gets
+413. Errors are ``{"error": {"code": ..., "message": ...}}``: 400 a bad body or
+parameter (the message names the field, ``body`` for the body as a whole), 401
+no or wrong token, 403 a cross-origin change, 404 an unknown platform, version
+or alert, 409 a conflict (a platform that exists, a stale ``base_revision``, a
+platform that cannot start, e.g. its port is in use). Config-changing routes
+take an optional ``base_revision`` (check-and-set against the config history).
+Secrets (``token``, ``access_token``, ``password``, ``secret`` keys) are
+redacted in every answer.
 
 The app reads the bot only through the ``NekoBot`` handle's attributes:
 ``runtime_manager``, ``message_router``, ``message_buffer``, ``status_monitor``,
@@ -38,6 +59,7 @@ import math
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -62,6 +84,7 @@ from .errors import (
     PlatformNotFound,
     RevisionConflict,
 )
+from .runtime_manager import PlatformStartError
 
 __all__ = ["create_app", "openapi_document", "serve_api"]
 
@@ -106,6 +129,9 @@ def _error_response(exc: BaseException, max_body_size: int) -> Response:
         return _error(413, "payload_too_large", f"request body exceeds {max_body_size} bytes")
     if isinstance(exc, ConfigError):
         return _error(400, "invalid_config", "; ".join(exc.problems))
+    if isinstance(exc, PlatformStartError):
+        # The request was fine; the platform could not start (e.g. its port is in use).
+        return _error(409, "platform_start_error", str(exc))
     if isinstance(exc, NekoBotError) and isinstance(exc, LookupError):
         return _error(404, _code_of(exc), str(exc))
     if isinstance(exc, Conflict):
@@ -257,12 +283,40 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of objects and arrays a request body may have (the body is level 1)."""
+
+_TOO_DEEP = f"body: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 async def _body(request: Request, cls: type[T]) -> T:
     raw = await _read_body(request)
     try:
         data = json.loads(raw) if raw.strip() else {}
+    except RecursionError:
+        raise ApiError(400, "invalid_json", _TOO_DEEP) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"body: not valid JSON ({exc})") from None
+    if _too_deep(data):
+        # Refused before cattrs, redaction and the config parser recurse into it.
+        raise ApiError(400, "invalid_json", _TOO_DEEP)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "body: expected a JSON object")
     value, problems = structure_section(data, cls, "")
@@ -438,7 +492,8 @@ def openapi_document() -> dict[str, Any]:
         400: "Bad request (the message names the field)",
         401: "No or wrong bearer token",
         404: "Unknown platform, version or alert",
-        409: "Conflict (exists already, or a stale base_revision)",
+        403: "A state change from another origin (cross-site request)",
+        409: "Conflict (exists already, a stale base_revision, or it cannot start)",
         413: "Request body too large",
     }
     return {
@@ -523,7 +578,7 @@ class _Api:
         "Start, stop or restart a platform",
         body=LifecycleRequest,
         returns={"platform_id": _STR, "action": _STR, "status": _OBJ},
-        errors=(404,),
+        errors=(404, 409),
     )
     async def post_lifecycle(self, request: Request) -> Response:
         req = await _body(request, LifecycleRequest)
@@ -689,9 +744,12 @@ class _Api:
         "Fault records (newest last), of every platform or one",
         query={"platform_id": ("string", False, "Only this platform")},
         returns={"records": _ARR},
+        errors=(404,),
     )
     async def fault_records(self, request: Request) -> Response:
         pid = request.query_params.get("platform_id") or None
+        if pid is not None:
+            self._known(pid)
         return _ok({"records": self.bot.fault_isolation_manager.get_fault_records(pid)})
 
     @_op(
@@ -700,7 +758,7 @@ class _Api:
         "Enable a platform a person disabled (also closes its breaker)",
         body=EnableRequest,
         returns={"platform_id": _STR, "enabled": _BOOL},
-        errors=(404,),
+        errors=(404, 409),
     )
     async def enable_platform(self, request: Request) -> Response:
         req = await _body(request, EnableRequest)
@@ -953,43 +1011,119 @@ _OPERATIONS[("GET", "/metrics")]["responses"]["200"]["content"] = {
 _OPERATIONS[("GET", "/readyz")]["responses"]["503"] = {"description": "Not ready"}
 
 
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _header(scope: Any, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _origin_tuple(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` with the default port filled in; None if malformed."""
+    try:
+        parts = urllib.parse.urlsplit(f"{scheme}://{netloc}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    scheme = scheme.lower()
+    if not host or scheme not in _DEFAULT_PORTS:
+        return None
+    return scheme, host.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def _own_origin(scope: Any) -> tuple[str, str, int] | None:
+    """The API's origin as the client addressed it: the scheme and ``Host`` header."""
+    scheme = str(scope.get("scheme") or "http")
+    host = _header(scope, b"host")
+    if host is not None:
+        return _origin_tuple(scheme, host.decode("latin-1").strip())
+    server = scope.get("server")
+    if not server:
+        return None
+    name, port = server[0], server[1]
+    return _origin_tuple(scheme, f"[{name}]:{port}" if ":" in name else f"{name}:{port}")
+
+
+def _cross_origin(scope: Any) -> str | None:
+    """Why a state-changing request comes from another origin (a web page), or None."""
+    if scope.get("method") not in _UNSAFE_METHODS:
+        return None
+    raw_origin = _header(scope, b"origin")
+    if raw_origin is not None:
+        origin = raw_origin.decode("latin-1").strip()
+        scheme, sep, rest = origin.partition("://")
+        theirs = _origin_tuple(scheme, rest) if sep and "/" not in rest else None
+        ours = _own_origin(scope)
+        if theirs is None or ours is None or theirs != ours:
+            return f"origin {origin!r} is not this API's own; cross-site changes are refused"
+        return None
+    site = _header(scope, b"sec-fetch-site")
+    if site is not None and site.strip().lower() not in (b"same-origin", b"none"):
+        shown = site.decode("latin-1").strip()
+        return f"Sec-Fetch-Site {shown!r}: a change from another origin is refused"
+    return None
+
+
 class _Gate:
-    """Pure ASGI middleware: bearer auth and the request body size limit."""
+    """Pure ASGI middleware: the cross-origin check, bearer auth, the body size limit.
 
-    def __init__(self, app: Any, *, cfg: ApiConfig) -> None:
+    Args:
+        bot: Its ``config.api`` (the config in force) gives the token and
+            ``metrics_auth`` on every request.
+        cfg (ApiConfig): The config the API was started with (``host``,
+            ``max_body_size``).
+    """
+
+    def __init__(self, app: Any, *, bot: Any, cfg: ApiConfig) -> None:
         self.app = app
+        self.bot = bot
         self.cfg = cfg
-        self._token = cfg.token.encode() if cfg.token else None
+        self._public = not _is_loopback(cfg.host)
 
-    def _needs_auth(self, path: str) -> bool:
-        if self._token is None:
-            return False
+    def _live(self) -> ApiConfig:
+        live = getattr(getattr(self.bot, "config", None), "api", None)
+        return live if isinstance(live, ApiConfig) else self.cfg
+
+    def _needs_auth(self, path: str, live: ApiConfig) -> bool:
         if path == "/api" or path.startswith("/api/"):
-            return True
-        return path == "/metrics" and self.cfg.metrics_auth
+            return bool(live.token) or self._public
+        return path == "/metrics" and live.metrics_auth and (bool(live.token) or self._public)
 
-    def _authorized(self, scope: Any) -> bool:
-        assert self._token is not None
-        header = b""
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                header = value
-                break
+    def _authorized(self, scope: Any, token: str | None) -> bool:
+        if not token:
+            return False  # a public API without a token: closed, never open
+        header = _header(scope, b"authorization") or b""
         scheme, _, given = header.partition(b" ")
         if scheme.lower() != b"bearer":
             return False
         # compare_digest takes time independent of where the tokens differ.
-        return hmac.compare_digest(given.strip(), self._token)
+        return hmac.compare_digest(given.strip(), token.encode())
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._needs_auth(scope["path"]) and not self._authorized(scope):
+        why = _cross_origin(scope)
+        if why is not None:
+            response = _error(403, "cross_origin", why)
+            await response(scope, receive, send)
+            return
+        live = self._live()
+        if self._needs_auth(scope["path"], live) and not self._authorized(scope, live.token):
+            message = "missing or wrong bearer token (Authorization: Bearer <token>)"
+            if not live.token:
+                message = (
+                    "the API serves on a non-loopback address and [api] token is not set"
+                    " in the config in force; set one"
+                )
             response = _error(
                 401,
                 "unauthorized",
-                "missing or wrong bearer token (Authorization: Bearer <token>)",
+                message,
                 headers={"WWW-Authenticate": 'Bearer realm="nekobot"'},
             )
             await response(scope, receive, send)
@@ -1049,8 +1183,11 @@ def create_app(bot: Any, cfg: ApiConfig | None = None) -> Starlette:
     """The Starlette app of the API, bound to one bot.
 
     Args:
-        bot: The ``NekoBot`` handle (only its documented attributes are used).
-        cfg (ApiConfig | None): Token, metrics auth, body size; default ``bot.config.api``.
+        bot: The ``NekoBot`` handle (only its documented attributes are used);
+            the token and ``metrics_auth`` come from ``bot.config.api`` on every
+            request.
+        cfg (ApiConfig | None): What the API is started with (``host``,
+            ``max_body_size``); default ``bot.config.api``.
     """
     cfg = cfg if cfg is not None else bot.config.api
     api = _Api(bot, cfg)
@@ -1090,7 +1227,7 @@ def create_app(bot: Any, cfg: ApiConfig | None = None) -> Starlette:
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(_Gate, cfg=cfg)],
+        middleware=[Middleware(_Gate, bot=bot, cfg=cfg)],
         exception_handlers={HTTPException: _http_error},
     )
 

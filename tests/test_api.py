@@ -273,12 +273,9 @@ def missing_from_openapi(app: Any) -> list[str]:
 async def test_openapi_documents_every_route_and_nothing_else(bot: FakeBot) -> None:
     app = create_app(bot)
     assert missing_from_openapi(app) == []
-    served = {
-        (m, r.path)
-        for r in app.routes
-        for m in (r.methods or ())
-        if m != "HEAD"  # type: ignore[attr-defined]
-    }
+    routes = [r for r in app.routes if isinstance(r, Route)]
+    assert len(routes) == len(app.routes)
+    served = {(m, r.path) for r in routes for m in (r.methods or ()) if m != "HEAD"}
     documented = {(m.upper(), p) for p, ops in openapi_document()["paths"].items() for m in ops}
     assert served == documented
     assert {(m, p) for m, p, _, _ in ROUTES} == served  # the per-route test covers every route
@@ -361,17 +358,19 @@ async def test_environment_variables_are_not_expanded_in_api_configs(
 
 async def test_unknown_platform_version_and_alert_are_404(client: httpx.AsyncClient) -> None:
     with trio.fail_after(10):
-        for method, path, kw in [
+        cases: list[tuple[str, str, dict[str, Any]]] = [
             ("GET", "/api/runtime/lifecycle", {"params": {"platform_id": "nope"}}),
             ("POST", "/api/runtime/lifecycle", {"json": {"platform_id": "nope", "action": "stop"}}),
             ("DELETE", "/api/runtime/platforms", {"json": {"platform_id": "nope"}}),
             ("POST", "/api/fault/platform/disable", {"json": {"platform_id": "nope"}}),
             ("GET", "/api/message/buffer/messages", {"params": {"platform_id": "nope"}}),
+            ("GET", "/api/fault/records", {"params": {"platform_id": "nope"}}),
             ("GET", "/api/config/versions", {"params": {"version_id": "v99"}}),
             ("GET", "/api/config/diff", {"params": {"from": "v1", "to": "v99"}}),
             ("POST", "/api/config/rollback", {"json": {"version_id": "v99"}}),
             ("POST", "/api/monitor/alerts/resolve", {"json": {"alert_id": "zzz"}}),
-        ]:
+        ]
+        for method, path, kw in cases:
             r = await client.request(method, path, headers=GOOD, **kw)
             assert r.status_code == 404, (path, r.text)
             assert set(r.json()["error"]) == {"code", "message"}
@@ -503,7 +502,8 @@ async def _raw_asgi_post(client: httpx.AsyncClient, path: str, chunks: list[byte
 
 
 async def test_metrics_auth_is_configurable_and_readyz_reports_starting(bot: FakeBot) -> None:
-    app = create_app(bot, ApiConfig(token=TOKEN, metrics_auth=True))
+    bot.config = attrs.evolve(bot.config, api=ApiConfig(token=TOKEN, metrics_auth=True))
+    app = create_app(bot)
     transport = httpx.ASGITransport(app=app)
     with trio.fail_after(10):
         async with httpx.AsyncClient(transport=transport, base_url="http://nekobot") as c:
@@ -516,7 +516,8 @@ async def test_metrics_auth_is_configurable_and_readyz_reports_starting(bot: Fak
 
 
 async def test_without_a_token_the_loopback_api_is_open(bot: FakeBot) -> None:
-    app = create_app(bot, ApiConfig(token=None))
+    bot.config = attrs.evolve(bot.config, api=ApiConfig(token=None))
+    app = create_app(bot)
     transport = httpx.ASGITransport(app=app)
     with trio.fail_after(10):
         async with httpx.AsyncClient(transport=transport, base_url="http://nekobot") as c:
@@ -554,3 +555,143 @@ async def test_a_busy_port_fails_with_a_plain_clear_error(bot: FakeBot) -> None:
         with trio.fail_after(10), pytest.raises(OSError, match="cannot serve the HTTP API on"):
             await serve_api(bot, ApiConfig(host="127.0.0.1", port=port, token=TOKEN))
     gc.collect()
+
+
+# --------------------------------------------------------------------------
+# fixes from the user test
+
+
+def _client(app: Any, base_url: str = "http://127.0.0.1:8080") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+
+async def test_cross_origin_state_changes_are_refused(bot: FakeBot) -> None:
+    # The shipped default: loopback, no token. A web page the operator opens
+    # must not be able to stop platforms (CSRF with a "simple" request).
+    bot.config = attrs.evolve(bot.config, api=ApiConfig(token=None))
+    faults = bot.fault_isolation_manager
+    body = b'{"platform_id":"qq","reason":"csrf"}'
+    plain = {"Content-Type": "text/plain"}
+    with trio.fail_after(10):
+        async with _client(create_app(bot)) as c:
+
+            async def disable(headers: dict[str, str]) -> httpx.Response:
+                return await c.post(
+                    "/api/fault/platform/disable", content=body, headers={**plain, **headers}
+                )
+
+            for headers in (
+                {"Origin": "http://evil.example"},
+                {"Origin": "null"},
+                {"Origin": "http://127.0.0.1:8081"},  # another port is another origin
+                {"Origin": "https://127.0.0.1:8080"},  # another scheme too
+                {"Origin": "http://localhost:8080"},  # another host name too
+                {"Sec-Fetch-Site": "cross-site"},
+                {"Sec-Fetch-Site": "same-site"},
+            ):
+                r = await disable(headers)
+                assert r.status_code == 403, (headers, r.text)
+                assert r.json()["error"]["code"] == "cross_origin", r.text
+                assert "origin" in r.json()["error"]["message"]
+            assert faults.disabled == {}
+            for method, path in [
+                ("DELETE", "/api/runtime/platforms?platform_id=qq"),
+                ("PUT", "/api/runtime/lifecycle"),
+                ("PATCH", "/api/runtime/lifecycle"),
+            ]:
+                r = await c.request(method, path, headers={"Origin": "http://evil.example"})
+                assert r.status_code == 403, (method, r.text)
+            assert "qq" in bot.runtime_manager.platform_configs
+            # reads are not state changes (and the browser does not let the page read them)
+            r = await c.get("/api/runtime/lifecycle", headers={"Origin": "http://evil.example"})
+            assert r.status_code == 200
+
+            # curl and scripts send no Origin; the API's own origin is fine too
+            for headers in (
+                {},
+                {"Origin": "http://127.0.0.1:8080"},
+                {"Origin": "HTTP://127.0.0.1:8080"},
+                {"Sec-Fetch-Site": "same-origin"},
+                {"Sec-Fetch-Site": "none"},
+            ):
+                faults.disabled.clear()
+                r = await disable(headers)
+                assert r.status_code == 200, (headers, r.text)
+                assert faults.disabled == {"qq": "api"}
+        async with _client(create_app(bot), "http://[::1]") as c:
+            r = await c.post(
+                "/api/fault/platform/disable", content=body, headers={"Origin": "http://[::1]:80"}
+            )
+            assert r.status_code == 200, r.text  # the default port may be left out
+        # with a token the check applies as well
+        bot.config = attrs.evolve(bot.config, api=ApiConfig(token=TOKEN))
+        async with _client(create_app(bot)) as c:
+            r = await disable_with(c, body, {**GOOD, "Origin": "http://evil.example"})
+            assert r.status_code == 403
+
+
+async def disable_with(
+    c: httpx.AsyncClient, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    return await c.post("/api/fault/platform/disable", content=body, headers=headers)
+
+
+@pytest.mark.parametrize("depth", [100_000, 1_000, 65])
+async def test_deeply_nested_json_is_a_400_naming_the_body(
+    bot: FakeBot, caplog: pytest.LogCaptureFixture, depth: int
+) -> None:
+    bot.config = attrs.evolve(bot.config, api=ApiConfig(token=TOKEN, max_body_size=1 << 20))
+    deep = b'{"x":' + b"[" * depth + b"]" * depth + b"}"
+    in_config = b'{"platform_id":"tg","platform_config":{"type":"x","a":' + b'{"a":' * depth
+    in_config += b"1" + b"}" * depth + b"}}"
+    routes = [(m, p) for m, p, _, _ in ROUTES if m in ("POST", "DELETE")]
+    assert len(routes) == 9
+    with trio.fail_after(20):
+        async with _client(create_app(bot)) as c:
+            for method, path in routes:
+                for body in (deep, in_config):
+                    r = await c.request(method, path, content=body, headers=GOOD)
+                    assert r.status_code == 400, (path, r.text[:300])
+                    assert r.json()["error"] == {
+                        "code": "invalid_json",
+                        "message": "body: JSON nested too deeply (more than 64 levels)",
+                    }
+    assert not [rec for rec in caplog.records if rec.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_a_rotated_token_takes_effect_at_once(bot: FakeBot) -> None:
+    with trio.fail_after(10):
+        async with _client(create_app(bot)) as c:
+            assert (await c.get("/api/runtime/lifecycle", headers=GOOD)).status_code == 200
+            bot.config = attrs.evolve(bot.config, api=ApiConfig(token="rotated"))
+            assert (await c.get("/api/runtime/lifecycle", headers=GOOD)).status_code == 401
+            new = {"Authorization": "Bearer rotated"}
+            assert (await c.get("/api/runtime/lifecycle", headers=new)).status_code == 200
+            bot.config = attrs.evolve(bot.config, api=ApiConfig(token=None))
+            assert (await c.get("/api/runtime/lifecycle")).status_code == 200
+        # served on a public address: removing the token shuts the API, never opens it
+        public = ApiConfig(host="0.0.0.0", token=TOKEN)
+        async with _client(create_app(bot, public)) as c:
+            r = await c.get("/api/runtime/lifecycle", headers=GOOD)
+            assert r.status_code == 401 and "token" in r.json()["error"]["message"]
+            assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_a_platform_that_cannot_start_is_409(bot: FakeBot) -> None:
+    from nekobot.runtime_manager import PlatformStartError
+
+    async def fail(pid: str, pc: Any, auto_start: bool = True) -> None:
+        raise PlatformStartError(pid, OSError(98, "Address already in use"))
+
+    bot.runtime_manager.add_platform = fail  # type: ignore[method-assign]
+    with trio.fail_after(10):
+        async with _client(create_app(bot)) as c:
+            r = await c.post(
+                "/api/runtime/platforms",
+                json={"platform_id": "qq2", "platform_config": QQ},
+                headers=GOOD,
+            )
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "platform_start_error"
+    assert "Address already in use" in r.json()["error"]["message"]
+    assert "409" in openapi_document()["paths"]["/api/runtime/lifecycle"]["post"]["responses"]
