@@ -7,8 +7,10 @@ first line a client sends must be that token (compared in constant time);
 a non-loopback ``host`` without a token is refused at start.
 
 Each connection is one *session* in its own Trio task. Errors are contained in
-the session: a refused command (unknown id, bad syntax, an exception in
-``py``) prints ``error: …`` and the session goes on; a client that disconnects,
+the session: a refused command (unknown id, bad syntax) prints ``error: …``,
+anything ``py`` code raises (``KeyboardInterrupt``, ``SystemExit``, any
+``BaseException``; only the bot's own ``trio.Cancelled`` propagates) prints
+its traceback, and the session goes on; a client that disconnects,
 even in the middle of a command, ends only its own session. A command in
 flight is never cancelled because its client left (it may be half-way through
 a restart): it finishes, and the session ends when its answer cannot be

@@ -219,6 +219,13 @@ class PyRepl:
     ``print`` and ``help(obj)`` write to the session; ``input()``,
     ``breakpoint()`` and interactive ``help()`` would read the bot process's
     own stdin, so they raise instead.
+
+    Whatever the code raises (``KeyboardInterrupt``, ``SystemExit``,
+    ``GeneratorExit``, a bare ``BaseException``, groups of them) is printed as
+    a traceback and the REPL goes on; only ``trio.Cancelled`` (the bot or the
+    session shutting down) propagates. A Ctrl+C on the *bot's* terminal that
+    lands while ``py`` code runs synchronously is caught the same way (press
+    it again to stop the bot).
     """
 
     def __init__(self, bot: Any) -> None:
@@ -296,7 +303,20 @@ class PyRepl:
                     if len(text) > MAX_REPR:
                         text = text[:MAX_REPR] + f"... ({len(text) - MAX_REPR} more characters)"
                     self.output.append(text + "\n")
-        except (Exception, SystemExit) as exc:
+        except trio.Cancelled:
+            raise  # the bot (or this session) is shutting down: let Trio unwind
+        except BaseExceptionGroup as group:
+            # Report what the code raised; a Cancelled inside belongs to an
+            # outer cancel scope (shutdown): re-raise that part.
+            cancelled, rest = group.split(trio.Cancelled)
+            if rest is not None:
+                self.output.append(self._format_exc(rest))
+            if cancelled is not None:
+                raise cancelled from None
+        except BaseException as exc:
+            # Everything else the code raised, KeyboardInterrupt, SystemExit,
+            # GeneratorExit and bare BaseException included, is the code's own
+            # failure: reported, the session (and the bot) go on.
             self.output.append(self._format_exc(exc))
 
     @staticmethod

@@ -434,3 +434,69 @@ async def test_nekobot_console_errors_exit_codes(
         port = s.getsockname()[1]
     assert await trio.to_thread.run_sync(cli, "--host", "127.0.0.1", "--port", str(port)) == 1
     assert "cannot connect to 127.0.0.1" in capsys.readouterr().err
+
+
+@io_test
+async def test_py_contains_every_base_exception_and_the_bot_lives_on(
+    bot: Any, console: Client
+) -> None:
+    await console.cmd("py")
+    for line, shown in [
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+        ('raise BaseException("boom")', "BaseException: boom"),
+        ("raise GeneratorExit", "GeneratorExit"),
+        ("raise SystemExit(3)", "SystemExit: 3"),
+        ("import sys; sys.exit(0)", "SystemExit: 0"),
+        ("await trio.sleep(0); raise KeyboardInterrupt", "KeyboardInterrupt"),
+        (
+            'raise BaseExceptionGroup("g", [KeyboardInterrupt(), ValueError("v")])',
+            "ValueError: v",
+        ),
+    ]:
+        out = await console.cmd(line)
+        assert shown in out and out.endswith(PY_PROMPT), (line, out)
+    # the same session still works, and so does the bot
+    assert "2" in await console.cmd("1 + 1")
+    assert "left py mode" in await console.cmd("exit")
+    tree = await console.cmd("tree")
+    assert "[platform qq (tiny, online)]" in tree
+    assert bot.runtime_manager.get_platform_actor("qq").online
+    other = await Client.connect(bot.console_address)
+    async with other.stream:
+        assert "type 'help'" in await other.answer()
+
+
+async def test_py_lets_the_bots_own_cancellation_through() -> None:
+    from nekobot.console_commands import PyRepl
+
+    repl = PyRepl(None)
+    reached = False
+    with trio.fail_after(DEADLINE):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await repl.push("await trio.sleep_forever()")
+            reached = True
+        assert scope.cancelled_caught and not reached and repl.output == []
+        # a Cancelled inside a group the code raised (its nursery was cancelled
+        # from outside) propagates as well; nothing is swallowed
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await repl.push(
+                "async with trio.open_nursery() as n:\n    n.start_soon(trio.sleep_forever)\n"
+            )
+            reached = True
+        assert scope.cancelled_caught and not reached
+
+
+@io_test
+async def test_bot_shuts_down_while_py_code_awaits(tmp_path: Path) -> None:
+    async with open_nekobot(bot_config(tmp_path)) as b:
+        client = await Client.connect(b.console_address)
+        await client.answer()
+        await client.cmd("py")
+        await client.stream.send_all(b"await trio.sleep_forever()\n")
+        await trio.testing.wait_all_tasks_blocked()
+    # the session ended with the bot, without a traceback
+    text = await client.read_all()
+    assert "Cancelled" not in text and "Traceback" not in text
+    await client.stream.aclose()
