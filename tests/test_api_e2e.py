@@ -171,3 +171,62 @@ async def test_operate_a_running_bot_over_http(tmp_path: Path) -> None:
                 }
                 await call("POST", "/api/runtime/platforms", 409, json=stale)
                 assert "t2" not in bot.runtime_manager.platform_configs
+
+
+async def test_rotated_token_csrf_and_a_platform_that_cannot_start(tmp_path: Path) -> None:
+    config = {
+        "bot": {"data_dir": str(tmp_path), "shutdown_timeout": 2.0},
+        "api": {"enable": True, "host": "127.0.0.1", "port": 0, "token": TOKEN},
+    }
+    rotated = {"Authorization": "Bearer rotated-token-456"}
+    with trio.fail_after(30), trio.socket.socket() as busy:
+        await busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        busy_port = busy.getsockname()[1]
+        async with open_nekobot(config) as bot:
+            base = f"http://127.0.0.1:{bot.api_port}"
+            async with httpx.AsyncClient(base_url=base) as api:
+                assert (await api.get("/api/runtime/lifecycle", headers=AUTH)).status_code == 200
+
+                # rotate the token by applying a config: the new one counts at once
+                new_api = attrs.evolve(bot.config.api, token="rotated-token-456")
+                await bot.apply_config(attrs.evolve(bot.config, api=new_api))
+                r = await api.get("/api/runtime/lifecycle", headers=AUTH)
+                assert r.status_code == 401, r.text
+                assert (await api.get("/api/runtime/lifecycle", headers=rotated)).status_code == 200
+                revision = bot.config_version_manager.current_revision
+
+                # a platform whose port is busy: 409 naming the cause, not added
+                r = await api.post(
+                    "/api/runtime/platforms",
+                    headers=rotated,
+                    json={
+                        "platform_id": "qq2",
+                        "platform_config": {
+                            "type": "onebot_v11",
+                            "host": "127.0.0.1",
+                            "port": busy_port,
+                        },
+                    },
+                )
+                assert r.status_code == 409, r.text
+                error = r.json()["error"]
+                assert error["code"] == "platform_start_error"
+                assert "'qq2' failed to start" in error["message"]
+                assert "in use" in error["message"], error
+                assert "qq2" not in bot.runtime_manager.platform_configs
+                assert bot.config_version_manager.current_revision == revision
+                r = await api.get(
+                    "/api/runtime/lifecycle", headers=rotated, params={"platform_id": "qq2"}
+                )
+                assert r.status_code == 404
+
+                # a cross-site change is refused; the API's own origin is not
+                add = {"platform_id": "tiny", "platform_config": {"type": TINY}}
+                evil = {**rotated, "Origin": "http://evil.example"}
+                r = await api.post("/api/runtime/platforms", headers=evil, json=add)
+                assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
+                assert "tiny" not in bot.runtime_manager.platform_configs
+                own = {**rotated, "Origin": base}
+                r = await api.post("/api/runtime/platforms", headers=own, json=add)
+                assert r.status_code == 201, r.text
