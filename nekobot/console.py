@@ -460,10 +460,13 @@ async def run_client(
         target (ConsoleTarget): Where to connect.
         read_line: Blocking; returns one line (bytes, with its newline) or
             ``b""`` at end of input. Runs in a worker thread.
-        write: Prints a chunk of the console's output.
+        write: Prints a chunk of the console's output. It may raise
+            ``BrokenPipeError`` when its reader is gone: the session then
+            ends quietly.
 
     Returns:
-        int: 0 when the session ended normally, 1 if authentication failed.
+        int: 0 when the session ended normally (or the output's reader left),
+        1 if authentication failed.
 
     Raises:
         OSError: if the console cannot be reached.
@@ -503,13 +506,20 @@ async def run_client(
                     break
                 if len(head) < 64:
                     head += data[:64]
-                write(bytes(data))
+                try:
+                    write(bytes(data))
+                except BrokenPipeError:
+                    break  # nobody reads our output any more (`| head`): end quietly
             nursery.cancel_scope.cancel()
     return EXIT_FAILURE if bytes(head).startswith(AUTH_FAILED.encode()) else EXIT_OK
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    """``nekobot console``: exit 0, 1 (cannot connect, refused) or 2 (bad config/arguments)."""
+    """``nekobot console``: exit 0, 1 (cannot connect, refused) or 2 (bad config/arguments).
+
+    Exit 0 as well, without a traceback, when stdout's reader leaves early
+    (``nekobot console | head``).
+    """
     try:
         target = resolve_target(args)
     except ConfigError as exc:
@@ -517,8 +527,18 @@ def cmd_console(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
     def write(data: bytes) -> None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            # ``nekobot console | head``: the reader left. Point stdout at
+            # /dev/null so the flush at interpreter exit cannot fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
+            raise
 
     try:
         code = trio.run(run_client, target, sys.stdin.buffer.readline, write)

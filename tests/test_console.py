@@ -500,3 +500,34 @@ async def test_bot_shuts_down_while_py_code_awaits(tmp_path: Path) -> None:
     text = await client.read_all()
     assert "Cancelled" not in text and "Traceback" not in text
     await client.stream.aclose()
+
+
+@io_test
+async def test_nekobot_console_exits_quietly_when_stdout_closes(bot: Any) -> None:
+    """``nekobot console | head``: the reader leaves early; no BrokenPipe traceback."""
+    host, port = bot.console_address
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run() -> tuple[int, bytes, bytes]:
+        with subprocess.Popen(
+            [sys.executable, "-m", "nekobot", "console", "--host", host, "--port", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        ) as proc:
+            assert proc.stdin and proc.stdout and proc.stderr
+            # ~300 kB of answers: far more than a pipe holds, so the client
+            # is still writing when the reader goes away.
+            proc.stdin.write(b"help\n" * 200)
+            proc.stdin.close()
+            head = proc.stdout.read(20)
+            proc.stdout.close()
+            err = proc.stderr.read()
+            return proc.wait(timeout=15), head, err
+
+    code, head, err = await trio.to_thread.run_sync(run)
+    assert head.startswith(b"nekobot console")
+    assert err == b"", err.decode()
+    assert code == 0
+    assert bot.runtime_manager.get_platform_actor("qq").online
