@@ -1155,3 +1155,47 @@ async def test_lifecycle_without_sub_type_logs_sensibly(caplog: pytest.LogCaptur
         "qq: lifecycle event connect from self_id 10001",
     ]
     assert not any("None" in line for line in lines)
+
+
+async def test_message_for_an_offline_account_is_buffered_and_sent_when_it_returns(
+    tmp_path: Any,
+) -> None:
+    """Real bot: account 10001 leaves while 10002 keeps the platform online; a
+    reply for 10001 is buffered (not sent through 10002) and goes out through
+    10001 as soon as it reconnects, not at the buffer's next retry (60 s)."""
+    import nekobot
+
+    config = {
+        "bot": {"data_dir": str(tmp_path / "data")},
+        "api": {"enable": False},
+        "buffer": {"retry_interval": 60.0},
+        "platforms": {"qq": {"type": "onebot_v11", "port": 0}},
+    }
+    with trio.fail_after(10):
+        async with nekobot.open_nekobot(config) as bot:
+            actor = bot.runtime_manager.get_platform_actor("qq")
+            assert isinstance(actor, OneBotV11Platform) and actor.bound_port
+            port = actor.bound_port
+
+            def connections() -> int:
+                return len(actor.get_connection_stats()["connections"])
+
+            async with open_reverse_peer(port, self_id=10002) as b:
+                async with open_reverse_peer(port, self_id=10001):
+                    await wait_for(lambda: connections() == 2)
+                await wait_for(lambda: connections() == 1)
+                assert actor.online
+                receipt = await bot.send(
+                    "qq", "send_group_msg", {"self_id": 10001, "group_id": 1, "message": "for-a"}
+                )
+                assert receipt.buffered
+                async with open_reverse_peer(port, self_id=10001) as a:
+                    action = await a.answer({"message_id": 5})
+                    assert action["params"] == {"group_id": 1, "message": "for-a"}
+                    await wait_for(lambda: bot.message_buffer.pending_count("qq") == 0)
+                    # b got nothing of it: its first action is its own
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(
+                            bot.send, "qq", "send_group_msg", {"self_id": 10002, "group_id": 2}
+                        )
+                        assert (await b.answer())["params"] == {"group_id": 2}

@@ -477,9 +477,24 @@ class OneBotV11Platform(PlatformActor):
         conn = _Conn(ws=ws, link=link, self_id=self_id, role=role)
         link.set_closer(ws.aclose)
         link.set_pinger(ws.ping)
+        live_api = [c for c in self._api_conns() if c.self_id]
+        # An account comes back while others keep the platform online: the
+        # link-up callback does not fire, so tell the bot here that messages
+        # buffered for this account can be replayed now.
+        account_returns = (
+            conn.api_capable
+            and bool(self_id)
+            and bool(live_api)
+            and all(c.self_id != self_id for c in live_api)
+        )
         self._conns[conn.generation] = conn
         try:
             await link.up(api_capable=conn.api_capable)
+            if account_returns and self.online:
+                try:
+                    await self.set_online()
+                except Exception:  # the link is up regardless
+                    log.exception("%s: link-up callback failed", self.platform_id)
             if self_id:
                 for other in list(self._conns.values()):
                     if (
@@ -626,6 +641,9 @@ class OneBotV11Platform(PlatformActor):
 
     # ---- outbound -------------------------------------------------------------
 
+    def _api_conns(self) -> list[_Conn]:
+        return [c for c in self._conns.values() if c.api_capable and c.link.is_up and not c.closed]
+
     def _api_conn(self, self_id: Any = None) -> _Conn:
         """The connection that carries a call for account ``self_id``.
 
@@ -638,9 +656,7 @@ class OneBotV11Platform(PlatformActor):
         Raises:
             PlatformOffline: no live API-capable connection fits.
         """
-        candidates = [
-            c for c in self._conns.values() if c.api_capable and c.link.is_up and not c.closed
-        ]
+        candidates = self._api_conns()
         if self_id is not None:
             wanted = str(self_id)
             matching = [c for c in candidates if c.self_id == wanted]
@@ -760,7 +776,9 @@ class OneBotV11Platform(PlatformActor):
         plugin's :func:`~nekobot.plugins.echo.reply_target` does). When that
         account has no live API-capable connection, :class:`PlatformOffline`
         is raised and the bot buffers the message; it never goes out through
-        another account. Without ``self_id`` the newest API-capable connection
+        another account. When that account connects again the platform calls
+        :meth:`set_online` (even if other accounts kept it online), so the
+        buffer replays at once. Without ``self_id`` the newest API-capable connection
         is used, which is only right when one account is connected.
 
         Raises:
