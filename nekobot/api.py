@@ -92,6 +92,9 @@ log = logging.getLogger("nekobot.api")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""Methods that change state: refused from another origin (CSRF)."""
+
 
 # --------------------------------------------------------------------------
 # errors
@@ -407,6 +410,8 @@ def _op(
         all_errors = set(errors)
         if body is not None or query:
             all_errors.add(400)
+        if method in _UNSAFE_METHODS:
+            all_errors.add(403)  # a cross-origin change
         if path.startswith("/api"):
             all_errors.add(401)
             op["security"] = [{"bearer": []}]
@@ -1011,7 +1016,6 @@ _OPERATIONS[("GET", "/metrics")]["responses"]["200"]["content"] = {
 _OPERATIONS[("GET", "/readyz")]["responses"]["503"] = {"description": "Not ready"}
 
 
-_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -15,6 +15,13 @@ platform are serialised by a per-platform ``trio.Lock``.
 Each run of a platform is a **new** instance from ``platform_factory`` (a
 restart after a crash too), so an adapter never keeps a stale config.
 
+Alerts: a platform going down because someone asked for it (``stop_platform``,
+``restart_platform``, ``update_platform_config`` / ``apply_config`` rebuilding
+it, the bot stopping) is *expected*: the monitor gets ``expected=True`` (no
+"platform down" alert) and fault isolation does not count it as out (no
+"degraded" alert). A crash, or a requested restart whose new instance fails to
+start, is unexpected and alerts as usual.
+
 Times: ``since`` is wall clock (``time.time()``); ``since_clock`` and
 ``next_restart_at`` are Trio clock (``trio.current_time()``).
 """

@@ -694,4 +694,7 @@ async def test_a_platform_that_cannot_start_is_409(bot: FakeBot) -> None:
     assert r.status_code == 409, r.text
     assert r.json()["error"]["code"] == "platform_start_error"
     assert "Address already in use" in r.json()["error"]["message"]
-    assert "409" in openapi_document()["paths"]["/api/runtime/lifecycle"]["post"]["responses"]
+    doc = openapi_document()
+    assert "409" in doc["paths"]["/api/runtime/lifecycle"]["post"]["responses"]
+    assert "403" in doc["paths"]["/api/runtime/platforms"]["delete"]["responses"]
+    assert "403" not in doc["paths"]["/api/runtime/lifecycle"]["get"]["responses"]
