@@ -87,7 +87,7 @@ def reverse_headers(
 
 @asynccontextmanager
 async def open_reverse_peer(
-    port: int,
+    port: int | None,
     path: str = "/onebot/v11/ws",
     *,
     self_id: int | str = 10001,
@@ -95,7 +95,11 @@ async def open_reverse_peer(
     token: str | None = None,
     query: str = "",
 ) -> AsyncIterator[Peer]:
-    """Connect to a reverse-mode platform as an implementation would."""
+    """Connect to a reverse-mode platform as an implementation would.
+
+    ``port`` is the platform's ``bound_port`` (``None``: not bound, an error).
+    """
+    assert port is not None, "the platform is not listening"
     url = f"ws://127.0.0.1:{port}{path}{'?' + query if query else ''}"
     async with open_client_websocket(
         url, extra_headers=reverse_headers(self_id, role, token)
@@ -204,11 +208,12 @@ class SilentForwardServer:
 
 
 async def open_silent_reverse_peer(
-    port: int, path: str = "/onebot/v11/ws", *, token: str | None = None
+    port: int | None, path: str = "/onebot/v11/ws", *, token: str | None = None
 ) -> trio.SocketStream:
     """Connect as an implementation, finish the handshake, then go silent.
 
     Returns the raw stream (the caller closes it)."""
+    assert port is not None, "the platform is not listening"
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
     await stream.send_all(

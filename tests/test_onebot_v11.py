@@ -744,6 +744,7 @@ async def test_reverse_port_is_released_on_stop() -> None:
     with trio.fail_after(10):
         async with running() as first:
             port = first.bound_port
+            assert port is not None
             async with open_reverse_peer(port, token=TOKEN) as peer:
                 await peer.send(EVENTS[0])
                 await wait_for(lambda: emitted(first))
@@ -796,6 +797,7 @@ async def test_metrics_reach_the_real_monitor_and_never_break_the_link() -> None
 async def test_reverse_port_in_use_fails_run_with_oserror() -> None:
     with trio.fail_after(10):
         async with running() as first:
+            assert first.bound_port is not None
             clash = OneBotV11Platform("qq2", OneBotV11Config(port=first.bound_port))
             with pytest.raises(OSError):
                 await clash.run()
@@ -895,6 +897,7 @@ async def test_reverse_peer_vanishing_mid_handshake_leaves_the_listener_serving(
 
     with trio.fail_after(10):
         async with running() as platform:
+            assert platform.bound_port is not None
             for _ in range(5):
                 stream = await trio.open_tcp_stream("127.0.0.1", platform.bound_port)
                 ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
