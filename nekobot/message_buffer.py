@@ -3,9 +3,9 @@
 ``bot.send(...)`` to a platform whose link is down lands here
 (:meth:`MessageBuffer.add_message`). When the link comes back the connection
 layer calls :meth:`MessageBuffer.mark_platform_online` and the buffer replays
-the platform's queue to it, in policy order, at most ``replay_rate`` messages
-per second, removing each message only after the platform acknowledged it
-(DESIGN.md §3 "Outbound").
+the platform's queue to it, in policy order, the backlog at most
+``replay_rate`` messages per second, removing each message only after the
+platform acknowledged it (DESIGN.md §3 "Outbound").
 
 Queues and caps
 ---------------
@@ -49,8 +49,36 @@ Replay and ordering
 One replay per platform at a time. It takes the policy's head, calls the
 sender, and removes the message only after the sender returned (at-least-once:
 the message keeps its ``message_key``, so a repeat after a crash between send
-and removal can be recognised). Send ``k`` (from 0) of one replay starts no
-earlier than ``t0 + k / replay_rate`` (Trio clock). If the sender raises, the
+and removal can be recognised). One message is in flight at a time.
+
+``replay_rate`` throttles only the **backlog**: the messages that were queued
+when the platform came online (the transition to online in
+:meth:`~MessageBuffer.mark_platform_online`; marking an online platform online
+again changes nothing). Backlog send ``k`` (from 0) starts no earlier than
+``t0 + k / replay_rate`` (Trio clock, ``t0`` = the first backlog send after
+coming online); the spacing belongs to the platform, so it carries over from
+an explicit :meth:`~MessageBuffer.replay_messages` to the background replay,
+and there is no wait after the last backlog message. Messages **added while
+the platform is marked online** (live traffic that ``bot.send`` queued behind
+the backlog only to keep the order) are not rate-limited: each is sent as soon
+as the one before it was acknowledged (so as fast as the platform answers;
+still one at a time, in order, removed after its ack). Example: a backlog of 3
+at ``replay_rate = 1`` goes out at ``t0``, ``t0 + 1``, ``t0 + 2``; 100 messages
+added at ``t0 + 0.5`` all go out at ``t0 + 2`` right after the third (as fast
+as the sender acks). A message queued while online stays live until the next
+offline-to-online transition, where everything still queued becomes backlog.
+
+Backpressure instead of overflow while online: an ``add_message`` that finds
+the queue of an online platform full (or the global cap reached while that
+queue holds something), with a sender set, *waits* for room instead of
+dropping, first come first served (``overflow_wait`` seconds at most, Trio
+clock; then the overflow strategy applies). A queue that drains at the
+platform's speed therefore slows its producers down rather than losing their
+messages; the waits are counted (``waited_total``). While the platform is
+offline the overflow strategy applies at once, as before; marking it offline
+sends the waiting calls to their overflow decision at once.
+
+If the sender raises, the
 message stays at the head and the replay stops; while the platform is still
 marked online the background replay retries after ``retry_interval`` seconds
 (doubling, capped at 60 s), and after ``max_send_attempts`` refusals of one
@@ -77,6 +105,25 @@ at its deadline, counted as expired and never sent. The database stores a
 **wall-clock** deadline (``time.time() + ttl``) as well, so after a restart the
 remaining TTL is ``expires_wall - time.time()`` (messages whose deadline passed
 while the bot was down are expired at load and counted).
+
+Monitoring
+----------
+With a monitor, every batch of the actor reports what changed to
+``monitor.record_metric`` (counters as deltas of :class:`PlatformBufferStats`,
+so the two always agree): ``nekobot_buffer_dropped_total{platform_id,reason}``
+(every drop, any reason), ``nekobot_buffer_expired_total{platform_id}``,
+``nekobot_buffer_replayed_total{platform_id}``,
+``nekobot_buffer_added_total{platform_id}``,
+``nekobot_buffer_restored_total{platform_id}``,
+``nekobot_buffer_full_waits_total{platform_id}`` and the gauge
+``nekobot_buffer_size{platform_id}``. The first overflow drop of a platform
+(reasons ``drop_oldest``, ``drop_newest``, ``drop_low_priority``,
+``global_full``) opens the WARNING alert ``buffer:overflow:<platform_id>``
+(``metric_name="nekobot_buffer_dropped_total"``); further overflow drops update
+it with the running count since it opened; it is cleared when that platform's
+queue has drained to empty. ``send_failed`` and ``corrupt`` drops are logged at
+WARNING/ERROR and counted, without that alert. The monitor never takes the
+buffer down: a failing ``record_metric`` is logged once and ignored.
 
 Durability
 ----------
@@ -232,6 +279,9 @@ class PlatformBufferStats:
     """Messages removed because their TTL ran out (never sent)."""
     dropped: Mapping[str, int]
     """Dropped messages by reason (:data:`DROP_REASONS`)."""
+    waited_total: int = 0
+    """``add_message`` calls that found the queue of the online platform full
+    and waited for room (backpressure) instead of dropping."""
     oldest_age: float | None
     """Seconds (Trio clock) the oldest queued message has waited; ``None`` if empty."""
 
@@ -340,6 +390,11 @@ _COUNTERS = (
         "expired_total",
         "Buffered messages whose TTL ran out (never sent).",
     ),
+    (
+        "nekobot_buffer_full_waits_total",
+        "waited_total",
+        "add_message calls that waited for room in the full queue of an online platform.",
+    ),
 )
 """Prometheus counters fed from each queue's own counters: (name, attribute, help)."""
 
@@ -348,19 +403,30 @@ _REPORTED_ATTR = {
     "restored_total": "restored",
     "replayed_total": "replayed",
     "expired_total": "expired",
+    "waited_total": "waited",
 }
 
 
 class _Reported:
     """What the monitor was last told about one queue (counters are sent as deltas)."""
 
-    __slots__ = ("buffered", "dropped", "expired", "overflow", "replayed", "restored", "size")
+    __slots__ = (
+        "buffered",
+        "dropped",
+        "expired",
+        "overflow",
+        "replayed",
+        "restored",
+        "size",
+        "waited",
+    )
 
     def __init__(self) -> None:
         self.buffered = 0
         self.restored = 0
         self.replayed = 0
         self.expired = 0
+        self.waited = 0
         self.overflow = 0
         self.dropped: dict[str, int] = {}
         self.size: int | None = None
@@ -380,6 +446,13 @@ class _Queue:
         self.inflight: _Item | None = None
         self.failures = 0
         self.wake: trio.CancelScope | None = None
+        self.rate_wait: trio.CancelScope | None = None
+        """Set while the replay waits for the next backlog slot."""
+        self.room = trio.lowlevel.ParkingLot()
+        """``add_message`` calls waiting for room (online, queue full), FIFO."""
+        self.removed = 0
+        """Messages that left the queue so far (any reason)."""
+        self.waited_total = 0
         self.link_epoch = 0
         """Bumped by every mark online/offline; a replay backing off skips its
         wait when it changed (the link came back or went away meanwhile)."""
@@ -496,6 +569,20 @@ class _Add:
     msg: OutboundMessage
     content_json: str
     ttl: float
+    wait: bool = False
+    """May answer :class:`_Full` (the platform is online and its queue full)."""
+    attempt: int = 0
+    """0 for the first try; > 0 after a wait (not counted again as a wait)."""
+    woken: bool = False
+    """The caller was woken from the room lot: it does not queue behind the lot."""
+
+
+@attrs.frozen
+class _Full:
+    """Answer to a waiting ``_Add``: no room now; wait in the queue's room lot."""
+
+    removed: int
+    """The queue's removal count when it answered (a change means: room was made)."""
 
 
 @attrs.frozen
@@ -584,7 +671,8 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         platform_max_size (Mapping[str, int] | None): Per-platform bounds.
         default_ttl (float): Seconds a message may wait when ``add_message``
             gives no ``ttl``; ``math.inf`` never expires.
-        replay_rate (float): Messages per second at most while replaying.
+        replay_rate (float): Backlog messages per second at most while
+            replaying (messages added while online are not throttled).
         max_send_attempts (int): Refused replay sends of one message before it
             is dropped as ``send_failed``; 0 = never. Failures of the link
             (:class:`~nekobot.errors.ConnectionClosed`,
@@ -592,6 +680,9 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             retried with backoff until the link returns.
         retry_interval (float): Seconds (Trio clock) before a background replay
             retries after a failed send; doubles per failure, capped at 60.
+        overflow_wait (float): Seconds (Trio clock) an ``add_message`` to a
+            full queue of an *online* platform waits for room (backpressure)
+            before the overflow strategy drops; 0 = never wait.
         store (Store | None): Keep the queues in this SQLite store; ``None``
             keeps them in memory only.
         monitor: A ``StatusMonitor`` for alerts, or ``None``.
@@ -615,6 +706,7 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         replay_rate: float = 50.0,
         max_send_attempts: int = 5,
         retry_interval: float = 1.0,
+        overflow_wait: float = 10.0,
         store: Store | None = None,
         monitor: Any = None,
         call_timeout: float = 60.0,
@@ -641,6 +733,9 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         self.replay_rate = float(replay_rate)
         self.max_send_attempts = int(max_send_attempts)
         self.retry_interval = float(retry_interval)
+        if not overflow_wait >= 0:
+            raise ValueError(f"overflow_wait must be >= 0, got {overflow_wait!r}")
+        self.overflow_wait = float(overflow_wait)
         self.store = store
         self.monitor = monitor
         self.call_timeout = call_timeout
@@ -712,6 +807,10 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             message_key (str | None): Our key for it (a fresh one if omitted).
                 A key already buffered is not added twice.
 
+        While the platform is online with a sender and its queue is full, the
+        call waits for room (backpressure), at most ``overflow_wait`` seconds
+        (Trio clock); then the overflow strategy decides.
+
         Returns:
             str: The message key.
 
@@ -745,8 +844,32 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             message_key=message_key or new_message_key(),
             created_at=time.time(),
         )
-        result: str = await self.ref.call(_Add(msg, content_json, ttl_s), timeout=self.call_timeout)
-        return result
+        req = _Add(msg, content_json, ttl_s, wait=self.overflow_wait > 0)
+        deadline = trio.current_time() + self.overflow_wait
+        while True:
+            try:
+                result = await self.ref.call(req, timeout=self.call_timeout)
+            except BaseException:
+                if req.woken:  # pass the wake-up on to the next in line
+                    self._queues[platform_id].room.unpark()
+                raise
+            if not isinstance(result, _Full):
+                return cast(str, result)
+            # Online and full: wait for room (backpressure) until the deadline;
+            # after it the overflow strategy decides (wait=False).
+            q = self._queues[platform_id]
+            woken = False
+            if q.removed == result.removed:  # no room made since the answer: park
+                # (no checkpoint between the check and park(): no lost wake-up)
+                with trio.move_on_at(deadline):
+                    await q.room.park()
+                    woken = True
+            req = attrs.evolve(
+                req,
+                wait=woken or trio.current_time() < deadline,
+                attempt=req.attempt + 1,
+                woken=woken,
+            )
 
     async def mark_platform_online(self, platform_id: str) -> None:
         """The platform's link is up: replay its queue (in the background)."""
@@ -778,8 +901,10 @@ class MessageBuffer(Actor[Any, _Snapshot]):
     ) -> list[OutboundMessage]:
         """Replay now, in the calling task, and return what was delivered.
 
-        Sends in policy order at most ``replay_rate`` per second (Trio clock)
-        through the sender; each message is removed after the sender returned.
+        Sends in policy order through the sender, the backlog at most
+        ``replay_rate`` per second (Trio clock), messages added while online
+        as fast as the sender returns (see "Replay and ordering" in the module
+        docstring); each message is removed after the sender returned.
         Stops at the first failed send (that message and the rest stay
         buffered, in order), when the queue is empty, after ``max_count``, or
         when the platform is marked offline.
@@ -877,6 +1002,8 @@ class MessageBuffer(Actor[Any, _Snapshot]):
 
     async def on_stop(self) -> None:
         self._stopped.set()
+        for q in self._queues.values():
+            q.room.unpark_all()
 
     async def _sweeper(self) -> None:
         """Wakes at the earliest TTL deadline (Trio clock) and has the actor expire."""
@@ -976,9 +1103,18 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             q = self._queues[platform_id] = _Queue(platform_id, size)
         return q
 
-    def _forget(self, q: _Queue, item: _Item) -> None:
-        """Remove ``item`` from memory and schedule its row's deletion."""
+    def _forget(self, q: _Queue, item: _Item, *, room: bool = True) -> None:
+        """Remove ``item`` from memory and schedule its row's deletion.
+
+        ``room``: the freed place goes to the first ``add_message`` waiting for
+        room (false when the caller takes the place itself: an overflow victim).
+        """
         q.remove(item)
+        q.removed += 1
+        if q.size == 0:
+            q.room.unpark_all()
+        elif room:
+            q.room.unpark()
         self._size -= 1
         self._items.pop(item.seq, None)
         if self._by_key.get(item.msg.message_key) is item:
@@ -1013,12 +1149,16 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             return incoming
         return low
 
-    def _add(self, req: _Add) -> tuple[int, str] | str:
+    def _add(self, req: _Add) -> tuple[int, str] | str | _Full:
         msg = req.msg
         existing = self._by_key.get(msg.message_key)
         if existing is not None:
             return msg.message_key  # already buffered: at most one copy per key
         q = self._queue(msg.platform_id)
+        if req.wait and self._must_wait(q, req.woken):
+            if req.attempt == 0:
+                q.waited_total += 1
+            return _Full(q.removed)
         now = trio.current_time()
         seq = self._next_seq
         self._next_seq += 1
@@ -1046,12 +1186,27 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                 log.debug("buffer %s full: dropped the incoming %s", q.platform_id, msg.message_key)
                 return msg.message_key
             log.debug("buffer %s full: dropped %s", q.platform_id, victim.msg.message_key)
-            self._forget(q, victim)
+            self._forget(q, victim, room=False)
         self._insert(q, item)
         if self.store is not None:
             self._pending_ins[seq] = item
+        if q.rate_wait is not None and q.head(self.policy) is item:
+            q.rate_wait.cancel()  # live, and first in line: not behind the backlog's slot
         self._maybe_start_replay(q)
         return seq, msg.message_key
+
+    def _must_wait(self, q: _Queue, woken: bool) -> bool:
+        """Whether an add must wait for room instead of applying the overflow strategy.
+
+        Only while the platform is online with a sender (its queue drains at
+        the platform's speed) and the queue holds something that will leave.
+        A new add also waits while others wait (first come, first served).
+        """
+        if not q.online or self._sender is None or self.overflow_wait <= 0 or q.size == 0:
+            return False
+        if not woken and len(q.room) > 0:
+            return True
+        return q.size >= q.max_size or self._size >= self.global_max_size
 
     def _reason(self) -> str:
         return self.overflow_strategy.value
@@ -1081,6 +1236,8 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             q.backlog_seq = self._next_seq - 1
             q.next_backlog_at = -math.inf
         q.online = req.online
+        if not req.online:
+            q.room.unpark_all()  # offline: the overflow strategy decides at once
         q.failures = 0
         q.link_epoch += 1
         if q.wake is not None:
@@ -1199,6 +1356,7 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                 replayed_total=q.replayed_total,
                 expired_total=q.expired_total,
                 dropped=dict(q.dropped),
+                waited_total=q.waited_total,
                 oldest_age=None,
             )
         self.publish(
@@ -1328,9 +1486,11 @@ class MessageBuffer(Actor[Any, _Snapshot]):
                 q = self._queues[platform_id]
                 if isinstance(nxt, float):  # backlog head: wait for its rate slot
                     with trio.CancelScope() as scope:
-                        q.wake = scope  # marking online/offline re-evaluates at once
+                        # Marking online/offline, or a live message that becomes
+                        # the head (PRIORITY, LIFO), ends the wait at once.
+                        q.wake = q.rate_wait = scope
                         await trio.sleep_until(nxt)
-                    q.wake = None
+                    q.wake = q.rate_wait = None
                     continue
                 seq, msg = nxt
                 epoch = q.link_epoch

@@ -215,7 +215,7 @@ async def test_ttl_and_content_validation() -> None:
 async def test_content_is_copied_as_json_and_keys_are_idempotent() -> None:
     buf = MessageBuffer()
     async with running(buf):
-        content = {"message": [{"type": "text"}], "ids": (1, 2)}
+        content: dict[str, Any] = {"message": [{"type": "text"}], "ids": (1, 2)}
         key = await buf.add_message("qq", "send_msg", content, message_key="k1")
         content["message"].append({"type": "mutated later"})
         assert key == "k1"
@@ -568,6 +568,12 @@ class FakeMonitor:
 
     def fire_alert(self, key: str, level: Any, message: str, **kw: Any) -> None:
         self.alerts.append((key, level, message))
+
+    def clear_alert(self, key: str) -> None:
+        pass
+
+    def record_metric(self, *args: Any, **kw: Any) -> None:
+        pass
 
 
 async def test_corrupt_database_is_moved_aside_and_alerted(
