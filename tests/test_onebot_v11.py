@@ -28,6 +28,7 @@ from nekobot.errors import (
 )
 from nekobot.platforms.base import OutboundMessage, PlatformContext, load_platform_class
 from nekobot.platforms.onebot_v11 import (
+    AccountOffline,
     OneBotV11Config,
     OneBotV11Platform,
     open_client_websocket,
@@ -1027,8 +1028,9 @@ async def test_send_for_an_offline_account_raises_and_never_uses_another() -> No
                 await wait_for(lambda: len(platform.get_connection_stats()["connections"]) == 2)
             await wait_for(lambda: len(platform.get_connection_stats()["connections"]) == 1)
             assert platform.online  # account 222 is still connected
-            with pytest.raises(PlatformOffline, match="self_id=111"):
+            with pytest.raises(AccountOffline, match="self_id=111") as info:
                 await platform.send(_send({"self_id": 111, "group_id": 1, "message": "lost"}))
+            assert isinstance(info.value, PlatformOffline) and info.value.self_id == "111"
             with pytest.raises(PlatformOffline, match="self_id=333"):
                 await platform.call_api("get_status", {}, self_id=333)
             # b received neither: its next action is this one

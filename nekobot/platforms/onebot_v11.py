@@ -73,7 +73,7 @@ from ..errors import (
 )
 from .base import OutboundMessage, PlatformActor, PlatformContext, SendReceipt
 
-__all__ = ["OneBotV11Config", "OneBotV11Platform"]
+__all__ = ["AccountOffline", "OneBotV11Config", "OneBotV11Platform"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,25 @@ x max_frame_size``; frames between the two limits are counted and dropped with
 the link kept open. The hard limit bounds memory per frame."""
 REPLACED_CLOSE_CODE = 4001
 """Close code sent to a connection replaced by a newer one with the same X-Self-ID."""
+
+
+class AccountOffline(PlatformOffline):
+    """The bot account a message names (``self_id``) has no live API connection,
+    though the platform may be online through other accounts.
+
+    A :class:`~nekobot.errors.PlatformOffline`: the bot buffers the message.
+
+    Attributes:
+        platform_id (str): The platform.
+        self_id (str): The account, as its ``X-Self-ID`` text.
+    """
+
+    def __init__(self, platform_id: str, self_id: str) -> None:
+        self.platform_id = platform_id
+        self.self_id = self_id
+        super().__init__(
+            f"platform {platform_id!r}: account self_id={self_id} has no live OneBot API connection"
+        )
 
 
 def _check(pred: Callable[[Any], bool], text: str) -> Callable[[Any, Any, Any], None]:
@@ -654,7 +673,8 @@ class OneBotV11Platform(PlatformActor):
         API-capable connection (the only one when one account is connected).
 
         Raises:
-            PlatformOffline: no live API-capable connection fits.
+            AccountOffline: ``self_id`` names an account with no live API connection.
+            PlatformOffline: no live API-capable connection at all.
         """
         candidates = self._api_conns()
         if self_id is not None:
@@ -662,10 +682,7 @@ class OneBotV11Platform(PlatformActor):
             matching = [c for c in candidates if c.self_id == wanted]
             candidates = matching or [c for c in candidates if not c.self_id]
             if not candidates:
-                raise PlatformOffline(
-                    f"platform {self.platform_id!r}: account self_id={wanted} has no live "
-                    "OneBot API connection"
-                )
+                raise AccountOffline(self.platform_id, wanted)
         if not candidates:
             raise PlatformOffline(
                 f"platform {self.platform_id!r} has no live OneBot API connection"
@@ -702,8 +719,9 @@ class OneBotV11Platform(PlatformActor):
             The response's ``data`` (``None`` for ``status: "async"``).
 
         Raises:
-            PlatformOffline: no live connection can carry the call (or none of
-                the account ``self_id``).
+            PlatformOffline: no live connection can carry the call;
+                :class:`AccountOffline` (a subclass) when the account
+                ``self_id`` has none.
             InvalidRequest: ``echo`` is not JSON, or a pending call uses it.
             FrameTooLarge: the encoded frame exceeds ``max_frame_size`` (only this
                 call fails).
@@ -774,8 +792,9 @@ class OneBotV11Platform(PlatformActor):
         with several accounts on one platform the reply must name the account
         the event came from: pass ``"self_id": event["self_id"]`` (the echo
         plugin's :func:`~nekobot.plugins.echo.reply_target` does). When that
-        account has no live API-capable connection, :class:`PlatformOffline`
-        is raised and the bot buffers the message; it never goes out through
+        account has no live API-capable connection, :class:`AccountOffline`
+        (a :class:`~nekobot.errors.PlatformOffline`) is raised and the bot
+        buffers the message; it never goes out through
         another account. When that account connects again the platform calls
         :meth:`set_online` (even if other accounts kept it online), so the
         buffer replays at once. Without ``self_id`` the newest API-capable connection
