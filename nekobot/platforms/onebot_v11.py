@@ -789,19 +789,24 @@ class OneBotV11Platform(PlatformActor):
         sent (it is routing, not an action parameter). OneBot v11
         (``communication/ws-reverse.md``) has one connection (or an ``API`` +
         ``Event`` pair) per bot account, named by its ``X-Self-ID`` header, so
-        with several accounts on one platform the reply must name the account
+        with several accounts on one platform a reply must name the account
         the event came from: pass ``"self_id": event["self_id"]`` (the echo
-        plugin's :func:`~nekobot.plugins.echo.reply_target` does). When that
-        account has no live API-capable connection, :class:`AccountOffline`
-        (a :class:`~nekobot.errors.PlatformOffline`) is raised and the bot
-        buffers the message; it never goes out through
-        another account. When that account connects again the platform calls
-        :meth:`set_online` (even if other accounts kept it online), so the
-        buffer replays at once. Without ``self_id`` the newest API-capable connection
-        is used, which is only right when one account is connected.
+        plugin's :func:`~nekobot.plugins.echo.reply_target` does).
+
+        * That account has no live API-capable connection:
+          :class:`AccountOffline` (a :class:`~nekobot.errors.PlatformOffline`)
+          is raised and the bot buffers the message; it never goes out through
+          another account. When the account connects again the platform calls
+          :meth:`set_online` (even if other accounts kept it online), so the
+          buffer replays at once.
+        * Forward mode: until the first event names the connection's account,
+          that one connection serves any ``self_id``.
+        * Without ``self_id``: the newest API-capable connection, which is only
+          right when one account is connected.
 
         Raises:
-            PlatformOffline, ConnectionClosed: not delivered (the bot buffers it).
+            PlatformOffline, ConnectionClosed: not delivered (the bot buffers
+                it); :class:`AccountOffline` when only ``self_id``'s account is.
             InvalidRequest: ``content`` is not an object.
             OneBotActionFailed, CallTimeout, FrameTooLarge: see :meth:`call_api`.
         """
