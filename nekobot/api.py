@@ -1072,6 +1072,19 @@ def _cross_origin(scope: Any) -> str | None:
     return None
 
 
+def _loopback_host_header(scope: Any) -> bool:
+    """Whether the request's ``Host`` names a loopback address (or is absent)."""
+    raw = _header(scope, b"host")
+    if raw is None:
+        return True  # HTTP/1.0 without Host: not a browser after DNS rebinding
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name == "localhost" or _is_loopback(name)
+
+
 class _Gate:
     """Pure ASGI middleware: the cross-origin check, bearer auth, the body size limit.
 
@@ -1117,6 +1130,18 @@ class _Gate:
             await response(scope, receive, send)
             return
         live = self._live()
+        if not live.token and not self._public and not _loopback_host_header(scope):
+            # A loopback API without a token trusts whoever can reach it; a page
+            # whose host name was rebound to 127.0.0.1 (DNS rebinding) would
+            # pass the origin check, so only loopback names may ask.
+            response = _error(
+                403,
+                "host_not_allowed",
+                "without an [api] token this API answers only requests addressed to "
+                "a loopback name (localhost, 127.0.0.1, [::1]); set a token to use another",
+            )
+            await response(scope, receive, send)
+            return
         if self._needs_auth(scope["path"], live) and not self._authorized(scope, live.token):
             message = "missing or wrong bearer token (Authorization: Bearer <token>)"
             if not live.token:

@@ -520,8 +520,25 @@ async def test_without_a_token_the_loopback_api_is_open(bot: FakeBot) -> None:
     app = create_app(bot)
     transport = httpx.ASGITransport(app=app)
     with trio.fail_after(10):
-        async with httpx.AsyncClient(transport=transport, base_url="http://nekobot") as c:
-            assert (await c.get("/api/runtime/lifecycle")).status_code == 200
+        for base in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"):
+            async with httpx.AsyncClient(transport=transport, base_url=base) as c:
+                assert (await c.get("/api/runtime/lifecycle")).status_code == 200
+
+
+async def test_without_a_token_only_loopback_host_names_are_answered(bot: FakeBot) -> None:
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1
+    is same-origin to itself, so the Host header is what gives it away."""
+    bot.config = attrs.evolve(bot.config, api=ApiConfig(token=None))
+    transport = httpx.ASGITransport(app=create_app(bot))
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(transport=transport, base_url="http://evil.example:8080") as c:
+            r = await c.get("/api/runtime/lifecycle")
+            assert r.status_code == 403
+            assert r.json()["error"]["code"] == "host_not_allowed"
+        bot.config = attrs.evolve(bot.config, api=ApiConfig(token=TOKEN))
+        async with httpx.AsyncClient(transport=transport, base_url="http://evil.example:8080") as c:
+            r = await c.get("/api/runtime/lifecycle", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 200  # with a token, any name may ask
 
 
 async def test_serve_api_refuses_a_public_host_without_a_token(bot: FakeBot) -> None:
