@@ -18,8 +18,10 @@ import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -354,3 +356,62 @@ async def test_priority_live_message_does_not_wait_for_the_backlog_slot(
         assert peer.got == ["b0", "urgent", "b1", "b2", "low"]
         # "urgent" (live, first in line) at once; the backlog keeps its slots.
         assert [t - t0 for t in peer.times] == [0, 0.5, 1, 2, 2]
+
+
+# --------------------------------------------------------------------------
+# the reported scenario end to end: a real bot, a reverse OneBot v11 peer
+
+
+@pytest.mark.slow
+async def test_bot_answers_every_ping_after_one_buffered_message(tmp_path: Path) -> None:
+    import json
+
+    import trio_websocket
+
+    from nekobot.app import open_nekobot
+    from tests.onebot_peer import event, ok_response, open_reverse_peer
+
+    group = json.loads(event(lambda e: e.get("message_type") == "group"))
+    n = 3000
+    config = {
+        "bot": {"data_dir": str(tmp_path / "data"), "plugins": ["nekobot.plugins.echo:setup"]},
+        "platforms": {
+            "qq": {"type": "onebot_v11", "mode": "reverse", "host": "127.0.0.1", "port": 0}
+        },
+    }
+    with trio.fail_after(120):
+        async with open_nekobot(config) as bot:
+            receipt = await bot.send("qq", "send_group_msg", {"group_id": 1, "message": "hi"})
+            assert receipt.buffered  # no peer yet
+            platform: Any = bot.runtime_manager.get_platform_actor("qq")
+            actions: list[dict[str, Any]] = []
+            all_in = trio.Event()
+            async with open_reverse_peer(platform.bound_port) as peer:
+
+                async def serve() -> None:
+                    try:
+                        while True:
+                            action = await peer.recv_action()
+                            actions.append(action)
+                            if len(actions) == n + 1:
+                                all_in.set()
+                            await peer.send(ok_response(action["echo"]))
+                    except trio_websocket.ConnectionClosed:
+                        return
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(serve)
+                    for i in range(n):
+                        e = dict(group, message_id=100_000 + i, raw_message="/ping")
+                        e["message"] = [{"type": "text", "data": {"text": "/ping"}}]
+                        await peer.send(json.dumps(e))
+                    with trio.fail_after(60):
+                        await all_in.wait()
+                    nursery.cancel_scope.cancel()
+            stats = bot.message_buffer.get_buffer_stats()
+            assert stats.dropped == {}
+            assert stats.expired_total == 0
+            assert actions[0]["params"]["message"] == "hi"  # the buffered one first
+            assert [a["params"]["message"] for a in actions[1:]] == ["pong"] * n
+            text = bot.status_monitor.exposition()[0].decode()
+            assert "nekobot_buffer_size" in text
