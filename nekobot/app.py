@@ -192,6 +192,12 @@ class NekoBot:
             ttl (float | None): Seconds the message may wait in the buffer;
                 ``None`` takes ``buffer.default_ttl``; ``math.inf`` never expires.
 
+        While the buffer still holds messages for this platform (it is
+        replaying after an outage), a new message queues behind them to keep
+        the order and goes out as soon as the platform acknowledged the ones
+        before it; if that queue is full, this waits up to
+        ``buffer.overflow_wait`` seconds for room.
+
         Returns:
             SendReceipt: ``buffered=False`` with the platform's answer in
             ``data`` when it was delivered now; ``buffered=True`` when it waits

@@ -770,6 +770,7 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             replay_rate=cfg.replay_rate,
             max_send_attempts=cfg.max_send_attempts,
             retry_interval=cfg.retry_interval,
+            overflow_wait=cfg.overflow_wait,
             store=store if cfg.durable else None,
             monitor=monitor,
         )

@@ -218,3 +218,10 @@ def test_two_listeners_on_one_port_are_refused() -> None:
         "platforms.qq.port: port 6700 is also used by api.port",
         "platforms.tg2.port: port 6800 is also used by platforms.tg.port",
     ]
+
+
+def test_buffer_overflow_wait_reaches_the_buffer() -> None:
+    from nekobot.message_buffer import MessageBuffer
+
+    config = parse_config({"buffer": {"overflow_wait": 2.5, "durable": False}})
+    assert MessageBuffer.from_config(config.buffer).overflow_wait == 2.5

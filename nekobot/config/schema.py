@@ -207,6 +207,10 @@ class BufferConfig:
     """Messages per second at most while replaying to a platform."""
     durable: bool = True
     """Keep the buffer in SQLite under ``bot.data_dir`` (survives ``kill -9``)."""
+    overflow_wait: float = attrs.field(default=10.0, validator=non_negative)
+    """Seconds (Trio clock) a send to an ONLINE platform whose queue is full waits
+    for room before ``overflow_strategy`` drops a message; ``0`` never waits.
+    While a platform is offline the strategy applies at once."""
     max_send_attempts: int = attrs.field(default=5, validator=non_negative)
     """Refused replay sends of one message before it is dropped (counted as
     ``send_failed``), so one message the platform always refuses cannot block
