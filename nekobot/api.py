@@ -71,7 +71,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config.schema import ApiConfig, _is_loopback, converter, parse_config, structure_section
+from .config.schema import ApiConfig, converter, is_loopback, parse_config, structure_section
 from .config.versions import redact
 from .connection_manager import ConnectionConfig
 from .errors import (
@@ -1082,7 +1082,7 @@ def _loopback_host_header(scope: Any) -> bool:
         name = host[1 : host.find("]")] if "]" in host else host
     else:
         name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return name == "localhost" or _is_loopback(name)
+    return name == "localhost" or is_loopback(name)
 
 
 class _Gate:
@@ -1099,7 +1099,7 @@ class _Gate:
         self.app = app
         self.bot = bot
         self.cfg = cfg
-        self._public = not _is_loopback(cfg.host)
+        self._public = not is_loopback(cfg.host)
 
     def _live(self) -> ApiConfig:
         live = getattr(getattr(self.bot, "config", None), "api", None)
@@ -1288,7 +1288,7 @@ async def serve_api(
     import hypercorn.config
     import hypercorn.trio
 
-    if not cfg.token and not _is_loopback(cfg.host):
+    if not cfg.token and not is_loopback(cfg.host):
         raise ConfigError(
             [f"api.token: required when api.host ({cfg.host!r}) is not a loopback address"]
         )

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import ipaddress
 import logging
 import os
 import shlex
@@ -47,7 +46,7 @@ from typing import Any
 import attrs
 import trio
 
-from .config.schema import ConsoleConfig
+from .config.schema import ConsoleConfig, is_loopback
 from .console_commands import (
     PY_MORE,
     PY_PROMPT,
@@ -89,15 +88,6 @@ AUTH_FAILED = "error: authentication failed"
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _SessionEnd(Exception):
@@ -352,7 +342,7 @@ async def serve_console(
         listeners = [listener]
         address: Any = unix_path
     else:
-        if not cfg.token and not _is_loopback(cfg.host):
+        if not cfg.token and not is_loopback(cfg.host):
             raise ConfigError(
                 [
                     f"console.token: required when console.host ({cfg.host!r}) is not a "

@@ -555,14 +555,14 @@ def parse_config(
             if pc is not None:
                 platforms[pid] = pc
     api = sections.get("api")
-    if isinstance(api, ApiConfig) and api.enable and not api.token and not _is_loopback(api.host):
+    if isinstance(api, ApiConfig) and api.enable and not api.token and not is_loopback(api.host):
         problems.append(
             f"api.token: required when api.host ({api.host!r}) is not a loopback address"
         )
     problems += _port_clashes(sections, platforms)
     con = sections.get("console")
     if isinstance(con, ConsoleConfig) and con.enable and not con.unix_socket:
-        if not con.token and not _is_loopback(con.host):
+        if not con.token and not is_loopback(con.host):
             problems.append(
                 f"console.token: required when console.host ({con.host!r}) "
                 "is not a loopback address"
@@ -609,7 +609,8 @@ def _port_clashes(
     return out
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is ``localhost`` or a loopback address."""
     import ipaddress
 
     if host == "localhost":
