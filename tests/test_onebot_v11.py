@@ -1204,3 +1204,20 @@ async def test_message_for_an_offline_account_is_buffered_and_sent_when_it_retur
                             bot.send, "qq", "send_group_msg", {"self_id": 10002, "group_id": 2}
                         )
                         assert (await b.answer())["params"] == {"group_id": 2}
+
+
+async def test_string_and_int_ids_are_one_message_for_dedup() -> None:
+    with trio.fail_after(10):
+        async with (
+            running() as platform,
+            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+        ):
+            base = {"time": 1, "post_type": "message", "message_type": "private"}
+            await peer.send(json.dumps({**base, "self_id": 10001, "message_id": 123}))
+            await peer.send(json.dumps({**base, "self_id": "10001", "message_id": "123"}))
+            await peer.send(json.dumps({**base, "self_id": 10001, "message_id": "-5"}))
+            await wait_for(lambda: len(emitted(platform)) == 3)
+            keys = [m.dedup_key for m in emitted(platform)]
+            assert keys == [(10001, 123), (10001, 123), (10001, -5)]
+            # the content itself is kept exactly as received
+            assert emitted(platform)[1].content["message_id"] == "123"

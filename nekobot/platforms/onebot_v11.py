@@ -205,6 +205,13 @@ def _echo_key(echo: Any) -> str | None:
         return None
 
 
+def _id_key(value: Any) -> Any:
+    """An id as the dedup key holds it: a decimal string becomes its int."""
+    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 24:
+        return int(value)
+    return value
+
+
 def _utf8_len_at_most(text: str, limit: int) -> bool:
     if len(text) > limit:  # every character takes at least one byte
         return False
@@ -641,7 +648,11 @@ class OneBotV11Platform(PlatformActor):
         if not conn.self_id and self_id is not None:
             conn.self_id = str(self_id)
         message_id = event.get("message_id")
-        dedup = (self_id, message_id) if message_id is not None else None
+        # OneBot v11 ids are int32 (event/message.md); some implementations send
+        # them as strings, so "123" and 123 are one message for the dedup window.
+        dedup = (
+            (_id_key(self_id), _id_key(message_id)) if message_id is not None else None
+        )
         try:
             hash(dedup)
         except TypeError:
