@@ -241,3 +241,26 @@ async def test_auth_alert_resolves_once_the_link_is_up(tmp_path: Path) -> None:
                 (resolved,) = auth_alerts(include_resolved=True)
                 assert resolved.resolved
             nursery.cancel_scope.cancel()
+
+
+async def test_burst_larger_than_the_router_queue_is_answered_in_full(tmp_path: Path) -> None:
+    """A full router must not stop the link's reader: the answers to the bot's
+    own actions arrive behind the burst on the same connection."""
+    data = shipped_config(tmp_path)
+    data["router"].update(max_queue_size=5, max_concurrency=2)
+    ping = json.loads(events()[3])
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(data) as bot:
+            async with open_websocket_url(url(bot), extra_headers=HEADERS) as ws:
+                for n in range(200):
+                    await ws.send_message(json.dumps({**ping, "message_id": n}))
+                answered = 0
+                while answered < 200:
+                    action = await next_action(ws)
+                    assert action["params"]["message"] == "pong"
+                    await ws.send_message(ok(action["echo"]))
+                    answered += 1
+                await wait_processed(bot, 200)
+                stats = bot.message_router.get_stats()
+                assert (stats.failed, stats.dropped) == (0, 0)
+                assert not ws.closed

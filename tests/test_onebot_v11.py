@@ -877,6 +877,13 @@ def test_every_frame_is_classified_and_none_raises(frames: list[str | bytes]) ->
         conn = _Conn(ws=None, link=link, self_id="10001", role="Universal")  # type: ignore[arg-type]
         for frame in frames:
             await platform._on_frame(conn, frame)
+        # events wait in the platform's inbox until its emitter hands them on
+        while True:
+            try:
+                msg = platform._inbox_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            await platform.emit(msg)
         return platform
 
     platform = trio.run(main)

@@ -71,6 +71,7 @@ from ..errors import (
     OneBotActionFailed,
     PlatformOffline,
 )
+from ..message_router import Message
 from .base import OutboundMessage, PlatformActor, PlatformContext, SendReceipt
 
 __all__ = ["AccountOffline", "OneBotV11Config", "OneBotV11Platform"]
@@ -160,6 +161,16 @@ class OneBotV11Config:
         default=30.0, validator=_check(_positive_seconds, "must be a finite number > 0")
     )
     """Seconds (Trio clock) ``call_api`` waits for the response by default."""
+    max_pending_events: int = attrs.field(
+        default=100_000, validator=_check(lambda v: v > 0, "must be > 0")
+    )
+    """Events read from the links but not yet accepted by the router, at most.
+
+    The frame reader never waits for the router: action responses arrive on the
+    same connection as events, and the handlers that fill the router wait for
+    those responses, so a reader blocked on a full router would deadlock the
+    link. Events queue here in arrival order instead; past this bound they are
+    counted (``dropped_backlog``), dropped and alerted, bounding memory."""
     connect_timeout: float = attrs.field(
         default=10.0, validator=_check(_positive_seconds, "must be a finite number > 0")
     )
@@ -336,6 +347,9 @@ class OneBotV11Platform(PlatformActor):
         self._echo_seq = itertools.count(1)
         self._echo_prefix = secrets.token_hex(3)  # unique across instances (hot reload)
         self._nursery: trio.Nursery | None = None
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[Message](
+            self.config.max_pending_events
+        )
         self.counters: dict[str, int] = {
             "frames_received": 0,
             "events": 0,
@@ -344,6 +358,7 @@ class OneBotV11Platform(PlatformActor):
             "dropped_not_object": 0,
             "dropped_no_post_type": 0,
             "dropped_oversized": 0,
+            "dropped_backlog": 0,
             "responses_unmatched": 0,
             "handshakes_rejected_auth": 0,
             "handshakes_rejected_other": 0,
@@ -376,6 +391,7 @@ class OneBotV11Platform(PlatformActor):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._emitter)
                 if self.config.mode == "reverse":
                     server = await nursery.start(
                         partial(
@@ -650,14 +666,40 @@ class OneBotV11Platform(PlatformActor):
         message_id = event.get("message_id")
         # OneBot v11 ids are int32 (event/message.md); some implementations send
         # them as strings, so "123" and 123 are one message for the dedup window.
-        dedup = (
-            (_id_key(self_id), _id_key(message_id)) if message_id is not None else None
-        )
+        dedup = (_id_key(self_id), _id_key(message_id)) if message_id is not None else None
         try:
             hash(dedup)
         except TypeError:
             dedup = None
-        await self.emit(self.make_message(post_type, event, dedup_key=dedup))
+        msg = self.make_message(post_type, event, dedup_key=dedup)
+        try:
+            self._inbox_send.send_nowait(msg)
+        except trio.WouldBlock:
+            self._drop("dropped_backlog")
+            if (
+                self.counters["dropped_backlog"] == 1
+                or self.counters["dropped_backlog"] % 1000 == 0
+            ):
+                await self._alert_backlog()
+
+    async def _emitter(self) -> None:
+        """Hands queued events to the router in arrival order; waits when it is full."""
+        async for msg in self._inbox_recv:
+            await self.emit(msg)
+
+    async def _alert_backlog(self) -> None:
+        hook = self.context.raise_alert
+        text = (
+            f"event backlog full: {self.platform_id} dropped "
+            f"{self.counters['dropped_backlog']} events (more than "
+            f"{self.config.max_pending_events} waiting for the router)"
+        )
+        log.warning("%s", text)
+        if hook is not None:
+            try:
+                await hook(self.platform_id, "error", text)
+            except Exception:
+                log.exception("%s: raising an alert failed", self.platform_id)
 
     def _on_response(self, frame: dict[str, Any]) -> None:
         self.counters["responses"] += 1
