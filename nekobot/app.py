@@ -124,6 +124,8 @@ class NekoBot:
         self.console_address: Any = None
         """Where the debug console listens (when enabled)."""
         self._children: list[_Child] = []
+        self._accounts: dict[str, set[str]] = {}
+        self._platform_classes: dict[str, type[PlatformActor]] = {}
         self._config_lock = trio.Lock()
         self._applying = False
 
@@ -143,7 +145,9 @@ class NekoBot:
         return PlatformContext(
             emit=self.message_router.route,
             link_up=self.message_buffer.mark_platform_online,
-            link_down=self.message_buffer.mark_platform_offline,
+            link_down=self._link_down,
+            account_up=self._account_up,
+            account_down=self._account_down,
             report_fault=self._report_fault,
             record_metric=monitor.record_metric,
             raise_alert=raise_alert,
@@ -164,10 +168,38 @@ class NekoBot:
             context=self._context_for(platform_id),
         )
 
+    # Buffer queues: one per platform ("qq"), and one per account of a
+    # multi-account platform ("qq@10001"), so that one offline account never
+    # holds up the platform's others. Platform ids cannot contain "@".
+
+    async def _account_up(self, platform_id: str, account: str) -> None:
+        self._accounts.setdefault(platform_id, set()).add(account)
+        await self.message_buffer.mark_platform_online(f"{platform_id}@{account}")
+
+    async def _account_down(self, platform_id: str, account: str) -> None:
+        self._accounts.get(platform_id, set()).discard(account)
+        await self.message_buffer.mark_platform_offline(f"{platform_id}@{account}")
+
+    async def _link_down(self, platform_id: str) -> None:
+        await self.message_buffer.mark_platform_offline(platform_id)
+        for account in list(self._accounts.pop(platform_id, ())):
+            await self.message_buffer.mark_platform_offline(f"{platform_id}@{account}")
+
+    def _buffer_key(self, platform_id: str, message_type: str, content: Any) -> str:
+        pc = self.runtime_manager.platform_configs[platform_id]
+        cls = self._platform_classes.get(pc.type)
+        if cls is None:
+            cls = self._platform_classes[pc.type] = load_platform_class(pc.type)
+        account = cls.account_of(message_type, content)
+        return platform_id if account is None else f"{platform_id}@{account}"
+
     async def _deliver(self, message: OutboundMessage) -> SendReceipt:
-        actor = self.runtime_manager.get_platform_actor(message.platform_id)
+        platform_id = message.platform_id.partition("@")[0]
+        actor = self.runtime_manager.get_platform_actor(platform_id)
         if actor is None or not actor.online:
-            raise PlatformOffline(f"platform {message.platform_id!r} has no live link")
+            raise PlatformOffline(f"platform {platform_id!r} has no live link")
+        if platform_id != message.platform_id:
+            message = attrs.evolve(message, platform_id=platform_id)
         return await actor.send(message)
 
     # ---- sending ----------------------------------------------------------
@@ -221,20 +253,21 @@ class NekoBot:
             created_at=time.time(),
         )
         actor = self.runtime_manager.get_platform_actor(platform_id)
-        # Order: while the buffer still holds messages for this platform (it is
-        # replaying), new ones queue behind them.
+        queue = self._buffer_key(platform_id, message_type, content)
+        # Order: while the buffer still holds messages for this platform (or
+        # this account of it), new ones queue behind them.
         if (
             actor is not None
             and actor.online
-            and self.message_buffer.is_online(platform_id)
-            and self._buffered_count(platform_id) == 0
+            and self.message_buffer.is_online(queue)
+            and self._buffered_count(queue) == 0
         ):
             try:
                 return await actor.send(msg)
             except (ConnectionClosed, PlatformOffline):
-                log.info("platform %s went offline during a send; buffering", platform_id)
+                log.info("%s went offline during a send; buffering", queue)
         key = await self.message_buffer.add_message(
-            platform_id, message_type, content, priority, ttl, message_key=msg.message_key
+            queue, message_type, content, priority, ttl, message_key=msg.message_key
         )
         return SendReceipt(platform_id=platform_id, message_key=key, buffered=True)
 

@@ -264,3 +264,37 @@ async def test_burst_larger_than_the_router_queue_is_answered_in_full(tmp_path: 
                 stats = bot.message_router.get_stats()
                 assert (stats.failed, stats.dropped) == (0, 0)
                 assert not ws.closed
+
+
+async def test_an_offline_account_never_holds_up_the_others(tmp_path: Path) -> None:
+    """Account 1 leaves with a reply owed; account 2's replies still go out at
+    once, and account 1's arrives, on its own connection, when it returns."""
+    ping = json.loads(events()[3])
+
+    def headers(self_id: int) -> list[tuple[str, str]]:
+        return [("X-Self-ID", str(self_id)), ("X-Client-Role", "Universal")]
+
+    def ping_from(self_id: int, group_id: int, message_id: int) -> str:
+        return json.dumps(
+            {**ping, "self_id": self_id, "group_id": group_id, "message_id": message_id}
+        )
+
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(shipped_config(tmp_path)) as bot:
+            async with open_websocket_url(url(bot), extra_headers=headers(1)) as one:
+                await one.send_message(ping_from(1, 11, 1))
+                owed = await next_action(one)  # never answered: account 1 leaves
+                assert owed["params"]["group_id"] == 11
+            async with open_websocket_url(url(bot), extra_headers=headers(2)) as two:
+                for n in range(5):
+                    await two.send_message(ping_from(2, 22, 100 + n))
+                for _ in range(5):
+                    action = await next_action(two)
+                    assert action["params"] == {"group_id": 22, "message": "pong"}
+                    await two.send_message(ok(action["echo"]))
+                stats = bot.message_buffer.get_buffer_stats().to_dict()
+                assert "qq@1" in json.dumps(stats)  # account 1's reply waits in its own queue
+                async with open_websocket_url(url(bot), extra_headers=headers(1)) as back:
+                    replayed = await next_action(back)
+                    assert replayed["params"] == {"group_id": 11, "message": "pong"}
+                    await back.send_message(ok(replayed["echo"]))

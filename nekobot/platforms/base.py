@@ -100,6 +100,12 @@ class PlatformContext:
     """``(platform_id, level, message)``: raises an alert at the monitor. Alerts
     are keyed by the message's text before its first ``:`` (e.g. ``"auth failed"``),
     so a condition that fires again updates its one open alert."""
+    account_up: Callable[[str, str], Awaitable[None]] | None = None
+    """``(platform_id, account)``: one account of a multi-account platform can
+    send again (the buffer replays what waits for that account)."""
+    account_down: Callable[[str, str], Awaitable[None]] | None = None
+    """``(platform_id, account)``: that account lost its link (its sends are
+    buffered, without holding up the platform's other accounts)."""
     clear_alert: Callable[[str, str], None] | None = None
     """``(platform_id, kind)``: resolves the open alert of that kind (the text
     before the ``:`` of its message), if any."""
@@ -145,6 +151,23 @@ class PlatformActor:
     async def send(self, message: OutboundMessage) -> SendReceipt:
         """Deliver one message; raise (e.g. ``ConnectionClosed``) if it was not delivered."""
         raise NotImplementedError
+
+    @classmethod
+    def account_of(cls, message_type: str, content: Any) -> str | None:
+        """Which account of the platform sends this message, or ``None``.
+
+        A platform that carries several accounts (OneBot v11: one connection
+        per ``X-Self-ID``) names the account a message goes out through, so
+        that the buffer keeps one order per account and one offline account
+        never holds up the others. The default: one account per platform.
+        """
+        return None
+
+    async def set_account_online(self, account: str, online: bool) -> None:
+        """Tell the bot one account's link came up (``True``) or went down."""
+        hook = self.context.account_up if online else self.context.account_down
+        if hook is not None:
+            await hook(self.platform_id, account)
 
     # ---- helpers for subclasses -------------------------------------------
 

@@ -532,6 +532,8 @@ class OneBotV11Platform(PlatformActor):
         self._conns[conn.generation] = conn
         try:
             await link.up(api_capable=conn.api_capable)
+            if conn.api_capable and self_id:
+                await self._account_changed(self_id)
             if account_returns and self.online:
                 try:
                     await self.set_online()
@@ -571,6 +573,25 @@ class OneBotV11Platform(PlatformActor):
                 await self._on_frame(conn, data)
         finally:
             self._forget(conn, f"connection closed (code={link.close_code})")
+            if conn.api_capable and conn.self_id:
+                with trio.move_on_after(1.0) as scope:
+                    scope.shield = True
+                    await self._account_changed(conn.self_id)
+
+    async def _account_changed(self, self_id: str) -> None:
+        """Tell the bot whether account ``self_id`` has a live API connection now."""
+        up = any(c.self_id == self_id for c in self._api_conns())
+        try:
+            await self.set_account_online(self_id, up)
+        except Exception:  # the link is what it is regardless
+            log.exception("%s: account %s callback failed", self.platform_id, self_id)
+
+    @classmethod
+    def account_of(cls, message_type: str, content: Any) -> str | None:
+        """The ``self_id`` a message names (see :meth:`send`), as a string."""
+        if isinstance(content, dict) and content.get("self_id") is not None:
+            return str(content["self_id"])
+        return None
 
     def _forget(self, conn: _Conn, why: str) -> None:
         """Drop a connection from the tables (by generation) and fail its calls now."""
@@ -662,7 +683,9 @@ class OneBotV11Platform(PlatformActor):
                     self_id,
                 )
         if not conn.self_id and self_id is not None:
-            conn.self_id = str(self_id)
+            conn.self_id = str(self_id)  # forward mode learns its account here
+            if conn.api_capable:
+                await self._account_changed(conn.self_id)
         message_id = event.get("message_id")
         # OneBot v11 ids are int32 (event/message.md); some implementations send
         # them as strings, so "123" and 123 are one message for the dedup window.
