@@ -82,6 +82,7 @@ from .errors import (
     InvalidRequest,
     NekoBotError,
     PlatformNotFound,
+    PlatformOffline,
     RevisionConflict,
 )
 from .runtime_manager import PlatformStartError
@@ -135,6 +136,9 @@ def _error_response(exc: BaseException, max_body_size: int) -> Response:
     if isinstance(exc, PlatformStartError):
         # The request was fine; the platform could not start (e.g. its port is in use).
         return _error(409, "platform_start_error", str(exc))
+    if isinstance(exc, PlatformOffline):
+        # The request was fine; the platform has no live link right now.
+        return _error(409, "platform_offline", str(exc))
     if isinstance(exc, NekoBotError) and isinstance(exc, LookupError):
         return _error(404, _code_of(exc), str(exc))
     if isinstance(exc, Conflict):

@@ -106,9 +106,14 @@ def _is_nekobot(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     if Path("/proc/self/cmdline").exists():
         try:
-            return b"nekobot" in cmdline.read_bytes()
+            args = cmdline.read_bytes().split(b"\0")
         except OSError:
             return False
+        # `nekobot run …` (console script) or `python -m nekobot run …`
+        for i, arg in enumerate(args[:-1]):
+            if (arg == b"nekobot" or arg.endswith(b"/nekobot")) and args[i + 1] == b"run":
+                return True
+        return False
     try:
         os.kill(pid, 0)
     except OSError:

@@ -715,3 +715,12 @@ async def test_a_platform_that_cannot_start_is_409(bot: FakeBot) -> None:
     assert "409" in doc["paths"]["/api/runtime/lifecycle"]["post"]["responses"]
     assert "403" in doc["paths"]["/api/runtime/platforms"]["delete"]["responses"]
     assert "403" not in doc["paths"]["/api/runtime/lifecycle"]["get"]["responses"]
+
+
+async def test_replay_to_an_offline_platform_is_a_409(bot: FakeBot) -> None:
+    from nekobot.api import _error_response
+    from nekobot.errors import PlatformOffline
+
+    response = _error_response(PlatformOffline("platform 'qq' is not online"), 1024)
+    assert response.status_code == 409
+    assert b'"platform_offline"' in response.body

@@ -159,7 +159,10 @@ def test_reload_refuses_a_stale_pid_file(tmp_path: Path, capsys) -> None:
     data.mkdir()
     path = tmp_path / "n.toml"
     path.write_text(f'[bot]\ndata_dir = "{data}"\n')
-    victim = subprocess.Popen(["sleep", "30"])
+    # a process whose command line mentions nekobot, but is not `nekobot run`
+    victim = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "notes-about-nekobot.txt", "nekobot"]
+    )
     try:
         (data / "nekobot.pid").write_text(f"{victim.pid}\n")
         assert main(["reload", "-c", str(path)]) == 1

@@ -225,3 +225,10 @@ def test_buffer_overflow_wait_reaches_the_buffer() -> None:
 
     config = parse_config({"buffer": {"overflow_wait": 2.5, "durable": False}})
     assert MessageBuffer.from_config(config.buffer).overflow_wait == 2.5
+
+
+def test_forward_onebot_url_must_be_a_websocket_url() -> None:
+    problems = problems_of(
+        {"platforms": {"fw": {"type": "onebot_v11", "mode": "forward", "url": "not a url"}}}
+    )
+    assert problems == ["platforms.fw.url: must be a ws:// or wss:// URL, got 'not a url'"]

@@ -176,6 +176,10 @@ class OneBotV11Config:
     )
     """Seconds a WebSocket opening handshake may take (both modes)."""
 
+    def __attrs_post_init__(self) -> None:
+        if self.mode == "forward" and not self.url.startswith(("ws://", "wss://")):
+            raise FieldValueError("url", f"must be a ws:// or wss:// URL, got {self.url!r}")
+
 
 class _Pending:
     __slots__ = ("conn_generation", "done", "error", "response")
