@@ -724,3 +724,38 @@ async def test_replay_to_an_offline_platform_is_a_409(bot: FakeBot) -> None:
     response = _error_response(PlatformOffline("platform 'qq' is not online"), 1024)
     assert response.status_code == 409
     assert b'"platform_offline"' in response.body
+
+
+async def test_connection_config_errors_name_the_key_and_the_values_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    with trio.fail_after(10):
+        r = await client.post(
+            "/api/connection/config",
+            json={
+                "platform_id": "qq",
+                "connection": {
+                    "reconnect_interval": 100,
+                    "max_reconnect_interval": 1,
+                    "jitter": -1,
+                },
+            },
+            headers=GOOD,
+        )
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "connection.jitter: must be >= 0, got -1.0" in message
+    r2 = None
+    with trio.fail_after(10):
+        r2 = await client.post(
+            "/api/connection/config",
+            json={
+                "platform_id": "qq",
+                "connection": {"reconnect_interval": 100, "max_reconnect_interval": 1},
+            },
+            headers=GOOD,
+        )
+    assert r2.status_code == 400
+    assert r2.json()["error"]["message"] == (
+        "connection.reconnect_interval: must be <= max_reconnect_interval (1.0), got 100.0"
+    )

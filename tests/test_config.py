@@ -232,3 +232,9 @@ def test_forward_onebot_url_must_be_a_websocket_url() -> None:
         {"platforms": {"fw": {"type": "onebot_v11", "mode": "forward", "url": "not a url"}}}
     )
     assert problems == ["platforms.fw.url: must be a ws:// or wss:// URL, got 'not a url'"]
+
+
+def test_a_long_bad_value_is_named_not_echoed_in_full() -> None:
+    (problem,) = problems_of({"api": {"port": "x" * 5000}})
+    assert problem.startswith("api.port: expected int, got 'xxxx")
+    assert len(problem) < 120 and problem.endswith("…")

@@ -298,3 +298,16 @@ async def test_an_offline_account_never_holds_up_the_others(tmp_path: Path) -> N
                     replayed = await next_action(back)
                     assert replayed["params"] == {"group_id": 11, "message": "pong"}
                     await back.send_message(ok(replayed["echo"]))
+
+
+def test_no_reply_to_an_event_whose_target_is_not_an_id() -> None:
+    from nekobot.plugins.echo import reply_target
+
+    group = {"message_type": "group", "self_id": 1}
+    assert reply_target({**group, "group_id": 30001}) == (
+        "send_group_msg",
+        {"group_id": 30001, "self_id": 1},
+    )
+    for bad in (float("inf"), None, True, {"x": 1}, "abc", 1.5):
+        assert reply_target({**group, "group_id": bad}) is None
+    assert reply_target({"message_type": "private", "user_id": None}) is None

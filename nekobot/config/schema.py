@@ -311,18 +311,24 @@ class NekoBotConfig:
 # converter
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: errors name the value, not echo it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
     def hook(value: Any, _t: Any) -> Any:
         if kind is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"expected {name}, got {value!r}")
+                raise TypeError(f"expected {name}, got {_short(value)}")
             if value != value:  # NaN compares unequal to itself
                 raise TypeError(f"expected {name} (a number, not NaN), got nan")
             return float(value)
         if isinstance(value, bool) and kind is not bool:
-            raise TypeError(f"expected {name}, got {value!r}")
+            raise TypeError(f"expected {name}, got {_short(value)}")
         if not isinstance(value, kind):
-            raise TypeError(f"expected {name}, got {value!r}")
+            raise TypeError(f"expected {name}, got {_short(value)}")
         return value
 
     return hook
@@ -341,7 +347,7 @@ def _literal_hook(t: Any) -> Callable[[Any, Any], Any]:
         for a in allowed:
             if value == a and type(value) is type(a):
                 return a
-        raise ValueError(f"expected one of {text}, got {value!r}")
+        raise ValueError(f"expected one of {text}, got {_short(value)}")
 
     return hook
 
@@ -398,7 +404,7 @@ def structure_section(data: Any, cls: type[Any], path: str) -> tuple[Any, list[s
     Problems are ``"key.path: what is wrong"`` lines, with ``path`` as prefix.
     """
     if not isinstance(data, Mapping):
-        return None, [f"{path}: expected a table, got {data!r}"]
+        return None, [f"{path}: expected a table, got {_short(data)}"]
     try:
         return converter.structure(dict(data), cls), []
     except Exception as exc:

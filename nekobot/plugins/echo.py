@@ -46,6 +46,15 @@ def plain_text(message: Any) -> str:
     return ""
 
 
+def _is_id(value: Any) -> bool:
+    """A OneBot v11 user or group id: an integer (event/message.md), or its decimal string."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.isdigit() and len(value) < 24
+
+
 def reply_target(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The action and params that answer where ``event`` was said, or ``None``.
 
@@ -55,12 +64,12 @@ def reply_target(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     ``communication/ws-reverse.md``), the reply goes out through that account.
     The platform removes ``self_id`` before sending the action.
     """
-    if event.get("message_type") == "group" and "group_id" in event:
+    if event.get("message_type") == "group" and _is_id(event.get("group_id")):
         action, params = "send_group_msg", {"group_id": event["group_id"]}
-    elif event.get("message_type") == "private" and "user_id" in event:
+    elif event.get("message_type") == "private" and _is_id(event.get("user_id")):
         action, params = "send_private_msg", {"user_id": event["user_id"]}
     else:
-        return None
+        return None  # nowhere valid to answer: never send junk to the implementation
     if event.get("self_id") is not None:
         params["self_id"] = event["self_id"]
     return action, params
