@@ -181,8 +181,11 @@ class NekoBot:
         await self.message_buffer.mark_platform_offline(f"{platform_id}@{account}")
 
     async def _link_down(self, platform_id: str) -> None:
+        # Take the accounts before the first await: an account that comes up
+        # while this runs (a new link) must not be marked offline with them.
+        accounts = self._accounts.pop(platform_id, set())
         await self.message_buffer.mark_platform_offline(platform_id)
-        for account in list(self._accounts.pop(platform_id, ())):
+        for account in accounts:
             await self.message_buffer.mark_platform_offline(f"{platform_id}@{account}")
 
     def _buffer_key(self, platform_id: str, message_type: str, content: Any) -> str:
