@@ -66,6 +66,10 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | Non
         raise FieldValueError(attribute.name, f"must be > 0, got {value!r}")
 
 
+_FAILING_AFTER = 3
+"""Consecutive failed connection attempts after which a WARNING alert is raised."""
+
+
 @attrs.frozen(kw_only=True)
 class ConnectionConfig:
     """How one platform's link is kept alive. Times are seconds on the Trio clock."""
@@ -517,6 +521,14 @@ class ConnectionManager:
                     delay = self._jittered(self.backoff_delay(self._failures))
                     if was_up and self._auth_alert_open:
                         self._auth_alert_open = False
+                    if self._failures >= _FAILING_AFTER:
+                        # The bot runs, but this link does not come up: say so
+                        # (one alert, updated; resolved once the link is up).
+                        await self._alert(
+                            "warning",
+                            f"connect failing: {self.platform_id} failed {self._failures} "
+                            f"consecutive attempts ({error or 'closed'}); next in {delay:.3g} s",
+                        )
                 if error is not None:
                     self._last_error = f"{type(error).__name__}: {error}"
                 if cfg.max_reconnect_attempts > 0 and self._failures >= cfg.max_reconnect_attempts:
@@ -650,7 +662,8 @@ class ConnectionManager:
         clear = getattr(self.context, "clear_alert", None)
         if clear is not None:
             # The link is up again: auth and liveness alerts of this platform are over.
-            for kind in ("auth failed", "heartbeat timeout", "reconnect exhausted"):
+            kinds = ("auth failed", "connect failing", "heartbeat timeout", "reconnect exhausted")
+            for kind in kinds:
                 try:
                     clear(self.platform_id, kind)
                 except Exception:

@@ -311,3 +311,52 @@ def test_no_reply_to_an_event_whose_target_is_not_an_id() -> None:
     for bad in (float("inf"), None, True, {"x": 1}, "abc", 1.5):
         assert reply_target({**group, "group_id": bad}) is None
     assert reply_target({"message_type": "private", "user_id": None}) is None
+
+
+async def test_a_link_that_keeps_failing_to_connect_is_an_alert_until_it_connects(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    from tests.onebot_peer import ForwardPeerServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here now: connections are refused
+    data = {
+        "bot": {"data_dir": str(tmp_path / "data")},
+        "platforms": {
+            "fw": {
+                "type": "onebot_v11",
+                "mode": "forward",
+                "url": f"ws://127.0.0.1:{port}/",
+                "connection": {"reconnect_interval": 0.02, "max_reconnect_interval": 0.05},
+            }
+        },
+    }
+
+    def failing(include_resolved: bool = False) -> list[Any]:
+        return [
+            a
+            for a in bot.status_monitor.get_alerts(include_resolved=include_resolved)
+            if a.message.startswith("connect failing")
+        ]
+
+    async def until(pred: Any) -> None:
+        while not pred():  # noqa: ASYNC110 - polls state that has no event
+            await trio.sleep(0.02)
+
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(data) as bot:
+            await until(lambda: len(failing()) == 1)
+            (alert,) = failing()
+            assert alert.message.startswith("connect failing: fw failed ")
+            assert alert.platform_id == "fw" and alert.level.name == "WARNING"
+            server = ForwardPeerServer()
+            server.port = port
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.run)
+                await until(lambda: failing() == [])
+                (resolved,) = failing(include_resolved=True)
+                assert resolved.resolved
+                nursery.cancel_scope.cancel()
