@@ -46,6 +46,7 @@ from .platforms.base import (
     SendReceipt,
     load_platform_class,
 )
+from .status_monitor import AlertLevel
 from .storage import Store
 
 __all__ = ["NekoBot", "RootActorCrashed", "open_nekobot"]
@@ -135,11 +136,11 @@ class NekoBot:
         monitor = self.status_monitor
 
         async def raise_alert(pid: str, level: str, message: str) -> None:
-            from .status_monitor import AlertLevel
-
-            lvl = AlertLevel[level.upper()] if isinstance(level, str) else level
             monitor.fire_alert(
-                f"platform:{pid}:{message.split(':', 1)[0]}", lvl, message, platform_id=pid
+                f"platform:{pid}:{message.split(':', 1)[0]}",
+                AlertLevel.coerce(level),
+                message,
+                platform_id=pid,
             )
 
         return PlatformContext(
@@ -427,8 +428,6 @@ class NekoBot:
             )
         await self._start_child("monitor", self.status_monitor.run)
         if self.store.recovered_from:
-            from .status_monitor import AlertLevel
-
             self.status_monitor.fire_alert(
                 "storage:corrupt",
                 AlertLevel.ERROR,

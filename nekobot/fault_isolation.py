@@ -43,6 +43,7 @@ import attrs
 import trio
 
 from .errors import PlatformNotFound
+from .status_monitor import AlertLevel
 
 if TYPE_CHECKING:
     from .config.schema import FaultIsolationConfig
@@ -234,18 +235,6 @@ class _Platform:
     enabled_at: float | None = None
 
 
-def _alert_level(name: str) -> Any:
-    """The monitor's ``AlertLevel`` member named ``name``, or the plain string."""
-    try:
-        from .status_monitor import AlertLevel
-    except ImportError:  # pragma: no cover - the monitor ships with NekoBot
-        return name
-    try:
-        return AlertLevel[name.upper()]
-    except KeyError:  # pragma: no cover
-        return name
-
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fault_records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -397,7 +386,7 @@ class FaultIsolation:
         if self.monitor is None:
             return
         try:
-            self.monitor.fire_alert(key, _alert_level(level), message, platform_id=platform_id)
+            self.monitor.fire_alert(key, AlertLevel.coerce(level), message, platform_id=platform_id)
         except Exception:
             log.exception("fire_alert failed")
 

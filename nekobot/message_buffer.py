@@ -164,6 +164,7 @@ from .config.schema import BufferConfig
 from .errors import ActorStopped, Conflict, ConnectionClosed, InvalidRequest, PlatformOffline
 from .message_router import MessagePriority
 from .platforms.base import OutboundMessage, SendReceipt, new_message_key
+from .status_monitor import AlertLevel
 from .storage import Store, transaction
 
 __all__ = [
@@ -1657,14 +1658,12 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         if self.monitor is None:
             return
         try:
-            from .status_monitor import AlertLevel
-
-            lvl: Any = AlertLevel[level]
-        except (ImportError, KeyError):
-            lvl = level
-        try:
             self.monitor.fire_alert(
-                key, lvl, message, platform_id=platform_id, metric_name=metric_name
+                key,
+                AlertLevel.coerce(level),
+                message,
+                platform_id=platform_id,
+                metric_name=metric_name,
             )
         except Exception:  # the monitor must never take the buffer down
             log.exception("buffer: fire_alert failed")

@@ -109,6 +109,20 @@ class AlertLevel(enum.IntEnum):
     ERROR = 3
     CRITICAL = 4
 
+    @classmethod
+    def coerce(cls, value: AlertLevel | int | str) -> AlertLevel:
+        """A level from itself, its number, or its name in any case (``"warning"``).
+
+        Raises:
+            ValueError: naming the value, if it is no level.
+        """
+        if isinstance(value, str):
+            try:
+                return cls[value.upper()]
+            except KeyError:
+                raise ValueError(f"unknown alert level {value!r}") from None
+        return cls(value)
+
 
 @attrs.frozen(kw_only=True)
 class Alert:
@@ -482,7 +496,7 @@ class StatusMonitor:
     def fire_alert(
         self,
         key: str,
-        level: AlertLevel,
+        level: AlertLevel | str,
         message: str,
         *,
         platform_id: str | None = None,
@@ -492,7 +506,9 @@ class StatusMonitor:
 
         An update keeps ``alert_id`` and ``timestamp``, replaces level and
         message, sets ``updated_at`` and counts the repeat (``count``).
+        ``level`` may be an :class:`AlertLevel` or its name (``"warning"``).
         """
+        level = AlertLevel.coerce(level)
         now = trio.current_time()
         alert_id = self._open.get(key)
         if alert_id is not None:

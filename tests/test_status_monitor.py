@@ -381,3 +381,12 @@ async def test_forget_platform_resolves_its_alerts() -> None:
     mon.set_platform_state("qq", False)
     mon.forget_platform("qq")
     assert mon.platform_ids() == [] and mon.get_alerts() == []
+
+
+def test_alert_level_from_a_name_or_number() -> None:
+    assert AlertLevel.coerce("warning") is AlertLevel.WARNING
+    assert AlertLevel.coerce("CRITICAL") is AlertLevel.CRITICAL
+    assert AlertLevel.coerce(3) is AlertLevel.ERROR
+    assert AlertLevel.coerce(AlertLevel.INFO) is AlertLevel.INFO
+    with pytest.raises(ValueError, match="unknown alert level 'loud'"):
+        AlertLevel.coerce("loud")
