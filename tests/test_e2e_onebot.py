@@ -360,3 +360,58 @@ async def test_a_link_that_keeps_failing_to_connect_is_an_alert_until_it_connect
                 (resolved,) = failing(include_resolved=True)
                 assert resolved.resolved
                 nursery.cancel_scope.cancel()
+
+
+async def test_hot_token_update_on_the_same_port_and_a_failing_update_rolls_back(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    from nekobot.runtime_manager import PlatformStartError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = shipped_config(tmp_path, access_token="old")
+    data["platforms"]["qq"]["port"] = port
+    raw = [(k.encode(), v.encode()) for k, v in HEADERS]
+
+    def auth(token: str) -> list[tuple[bytes, bytes]]:
+        return [*raw, (b"Authorization", f"Bearer {token}".encode())]
+
+    ids = iter(range(1000, 2000))
+
+    async def pong_with(token: str) -> None:
+        async with open_client_websocket(ws_url, extra_headers=auth(token)) as ws:
+            # a new message id each time, or the dedup window would (rightly) drop it
+            await ws.send_message(json.dumps({**json.loads(events()[3]), "message_id": next(ids)}))
+            action = await next_action(ws)
+            assert action["params"]["message"] == "pong"
+            await ws.send_message(ok(action["echo"]))
+
+    ws_url = f"ws://127.0.0.1:{port}/onebot/v11/ws"
+    with trio.fail_after(20):
+        async with nekobot.open_nekobot(data) as bot:
+            rm = bot.runtime_manager
+            async with open_client_websocket(ws_url, extra_headers=auth("old")) as peer:
+                t0 = trio.current_time()
+                await rm.update_platform_config("qq", {"access_token": "new"})
+                # the old instance is gone: its link was closed, its port released
+                with pytest.raises(Exception):  # noqa: B017 - any close/read error
+                    await peer.get_message()
+            await pong_with("new")  # same port, new token, no "address in use"
+            assert trio.current_time() - t0 < 1.0
+            with pytest.raises(ConnectionRejected) as info:
+                await pong_with("old")
+            assert info.value.status_code == 401
+            # A new config that cannot start (its port is taken): the previous
+            # config is restored and serves again.
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen()
+                busy = taken.getsockname()[1]
+                with pytest.raises(PlatformStartError, match="in use"):
+                    await rm.update_platform_config("qq", {"port": busy, "access_token": "x"})
+            assert bot.config.platforms["qq"].settings.port == port
+            assert rm.get_platform_lifecycle_status("qq").state.value == "running"
+            await pong_with("new")
