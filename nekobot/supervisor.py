@@ -779,19 +779,31 @@ class Supervisor:
     async def _restart_one(self, child: _Child, gen: int, delay: float) -> None:
         if not await self._sleep_pending(child, delay):
             return
-        failure: ChildStartError | None = None
+        outcome = await self._restart_if_current(child, gen)
+        if outcome is not None:
+            new_gen, error = outcome
+            if error is not None:
+                await self._on_start_failure(child, new_gen, error)
+
+    async def _restart_if_current(
+        self, child: _Child, gen: int
+    ) -> tuple[int, BaseException | None] | None:
+        """Start ``child`` again if it is still generation ``gen``.
+
+        Returns ``None`` when it was terminated or restarted meanwhile, else
+        ``(new_gen, error)`` with the start error (``None`` when it started).
+        """
         async with child.lock:
             if child.gen != gen:
-                return
+                return None
             child.gen += 1
             new_gen = child.gen
             child.restart_count += 1
             try:
                 await self._start(child, new_gen)
             except ChildStartError as exc:
-                failure = exc
-        if failure is not None:
-            await self._on_start_failure(child, new_gen, failure.error)
+                return new_gen, exc.error
+            return new_gen, None
 
     async def _on_start_failure(self, child: _Child, gen: int, error: BaseException) -> None:
         # a failed (re)start is a fault like any other: same policy, same backoff
@@ -835,20 +847,13 @@ class Supervisor:
             for c in members:
                 if id(c) not in gens:
                     continue
-                failure: ChildStartError | None = None
-                async with c.lock:
-                    if c.gen != gens[id(c)]:
-                        continue  # terminated meanwhile
-                    c.gen += 1
-                    new_gen = c.gen
-                    c.restart_count += 1
-                    try:
-                        await self._start(c, new_gen)
-                    except ChildStartError as exc:
-                        failure = exc
-                if failure is not None:
+                outcome = await self._restart_if_current(c, gens[id(c)])
+                if outcome is None:
+                    continue  # terminated meanwhile
+                new_gen, error = outcome
+                if error is not None:
                     # leave the rest RESTARTING: the next group restart includes them
-                    self._nursery_start_soon(self._on_start_failure, c, new_gen, failure.error)
+                    self._nursery_start_soon(self._on_start_failure, c, new_gen, error)
                     return
 
     def _nursery_start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
