@@ -502,15 +502,8 @@ class NekoBot:
         return bool(cur is not None and cur.config == config_to_dict(self.config))
 
     async def _load_plugins(self) -> None:
-        import importlib
-
-        for spec in self.config.bot.plugins:
-            module_name, _, attr = spec.partition(":")
-            try:
-                module = importlib.import_module(module_name)
-                setup = getattr(module, attr or "setup")
-            except (ImportError, AttributeError) as exc:
-                raise ConfigError([f"bot.plugins: cannot load {spec!r}: {exc}"]) from None
+        for i, spec in enumerate(self.config.bot.plugins):
+            setup = find_plugin(i, spec)
             result = setup(self)
             if inspect.isawaitable(result):
                 await result
@@ -557,6 +550,26 @@ def _needs_restart(old: NekoBotConfig, new: NekoBotConfig) -> list[str]:
         if a != b:
             out.append(name)
     return out
+
+
+def find_plugin(index: int, spec: str) -> Callable[[NekoBot], Any]:
+    """Import ``[bot] plugins[index]`` (``"package.module:setup"``; ``setup`` by
+    default) and return its setup function, without calling it.
+
+    Raises:
+        ConfigError: ``bot.plugins[index]: cannot load …`` naming the cause.
+    """
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        setup: Callable[[NekoBot], Any] = getattr(module, attr or "setup")
+    except Exception as exc:
+        raise ConfigError(
+            [f"bot.plugins[{index}]: cannot load {spec!r}: {type(exc).__name__}: {exc}"]
+        ) from None
+    return setup
 
 
 def _coerce_config(

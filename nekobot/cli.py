@@ -193,16 +193,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _plugin_problems(config: NekoBotConfig) -> list[str]:
     """Import each ``[bot] plugins`` entry (without calling it), as ``run`` would."""
-    import importlib
+    from .app import find_plugin
 
-    out = []
+    out: list[str] = []
     for i, spec in enumerate(config.bot.plugins):
-        module_name, _, attr = spec.partition(":")
         try:
-            module = importlib.import_module(module_name)
-            getattr(module, attr or "setup")
-        except Exception as exc:
-            out.append(f"bot.plugins[{i}]: cannot load {spec!r}: {type(exc).__name__}: {exc}")
+            find_plugin(i, spec)
+        except ConfigError as exc:
+            out += exc.problems
     return out
 
 
