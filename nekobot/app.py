@@ -17,6 +17,7 @@ A crash of a root actor (router, buffer, monitor) ends the block with
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -458,25 +459,17 @@ class NekoBot:
                 else ConfigChangeType.UPDATE,
             )
         if self.config.api.enable:
-            from .api import serve_api
+            from .api import serve_api  # serve_api logs where it listens
 
-            async def api_runner(
-                task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-            ) -> None:
-                await serve_api(self, self.config.api, task_status=task_status)
-
-            self.api_port = await self._start_child("api", api_runner)
-            log.info("HTTP API on http://%s:%s", self.config.api.host, self.api_port)
+            self.api_port = await self._start_child(
+                "api", functools.partial(serve_api, self, self.config.api)
+            )
         if self.config.console.enable:
             from .console import serve_console
 
-            async def console_runner(
-                task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-            ) -> None:
-                await serve_console(self, self.config.console, task_status=task_status)
-
-            self.console_address = await self._start_child("console", console_runner)
-            log.info("debug console on %s", self.console_address)
+            self.console_address = await self._start_child(
+                "console", functools.partial(serve_console, self, self.config.console)
+            )
         self.started_at = time.time()
         self.ready = True
 
