@@ -265,7 +265,7 @@ class NekoBot:
             actor is not None
             and actor.online
             and self.message_buffer.is_online(queue)
-            and self._buffered_count(queue) == 0
+            and self.message_buffer.pending_count(queue) == 0
         ):
             try:
                 return await actor.send(msg)
@@ -275,12 +275,6 @@ class NekoBot:
             queue, message_type, content, priority, ttl, message_key=msg.message_key
         )
         return SendReceipt(platform_id=platform_id, message_key=key, buffered=True)
-
-    def _buffered_count(self, platform_id: str) -> int:
-        counter = getattr(self.message_buffer, "pending_count", None)
-        if counter is not None:
-            return int(counter(platform_id))
-        return 0
 
     # ---- config -----------------------------------------------------------
 
