@@ -38,6 +38,7 @@ from .errors import (
     PlatformNotFound,
     PlatformOffline,
     RevisionConflict,
+    sole_exception,
 )
 from .message_router import MessagePriority
 from .platforms.base import (
@@ -602,18 +603,7 @@ async def open_nekobot(
     except BaseExceptionGroup as group:
         # One failure (a crashed root actor, or the body's own exception): raise
         # it as itself rather than wrapped in a group.
-        leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-        if len(leaves) == 1:
-            only = leaves[0]
-            raise only from only.__cause__
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out += _leaves(exc)
-        else:
-            out.append(exc)
-    return out
+        only = sole_exception(group)
+        if only is group:
+            raise
+        raise only from only.__cause__

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import trio
+
 
 class NekoBotError(Exception):
     """Base class of every error NekoBot raises on purpose."""
@@ -154,3 +156,19 @@ class OneBotActionFailed(NekoBotError):
 class FrameTooLarge(NekoBotError, ValueError):
     """An outbound frame is larger than the platform's ``max_frame_size`` (bytes);
     only that call fails, the link stays up."""
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one failure inside a (nested) exception group, else the group itself.
+
+    Trio's nurseries wrap every error in a group; when exactly one leaf that is
+    not ``trio.Cancelled`` is inside, callers raise that leaf as itself.
+    """
+
+    def leaves(exc: BaseException) -> list[BaseException]:
+        if isinstance(exc, BaseExceptionGroup):
+            return [leaf for e in exc.exceptions for leaf in leaves(e)]
+        return [exc]
+
+    found = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
+    return found[0] if len(found) == 1 else group

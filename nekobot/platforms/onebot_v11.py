@@ -70,6 +70,7 @@ from ..errors import (
     InvalidRequest,
     OneBotActionFailed,
     PlatformOffline,
+    sole_exception,
 )
 from ..message_router import Message
 from .base import OutboundMessage, PlatformActor, PlatformContext, SendReceipt
@@ -235,22 +236,6 @@ def _utf8_len_at_most(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) <= limit
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        out: list[BaseException] = []
-        for e in exc.exceptions:
-            out += _leaves(e)
-        return out
-    return [exc]
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-    if len(leaves) == 1:
-        return leaves[0]
-    return group
-
-
 @asynccontextmanager
 async def open_client_websocket(
     url: str,
@@ -300,7 +285,7 @@ async def open_client_websocket(
                 await ws.aclose()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        raise sole_exception(group) from None
     finally:
         if stream is not None:
             with trio.CancelScope(shield=True):
@@ -424,7 +409,7 @@ class OneBotV11Platform(PlatformActor):
                     await nursery.start(self.connection_manager.run, self._dial)
                 task_status.started()
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            raise sole_exception(group) from None
         finally:
             self._nursery = None
             self._fail_all_pending("platform stopped")
