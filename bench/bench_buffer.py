@@ -40,8 +40,8 @@ from pathlib import Path
 
 import trio
 
-from nekobot.message_buffer import MessageBuffer
-from nekobot.platforms.base import OutboundMessage, SendReceipt
+from nekobot.buffer.message_buffer import MessageBuffer
+from nekobot.messages import OutboundMessage, SendReceipt
 from nekobot.storage import Store
 
 CONTENT = {"group_id": 123456789, "message": [{"type": "text", "data": {"text": "hello " * 8}}]}

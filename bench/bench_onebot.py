@@ -27,7 +27,7 @@ from typing import Any
 import trio
 import trio_websocket
 
-from nekobot.message_router import Message
+from nekobot.messages import Message
 from nekobot.platforms.base import PlatformContext
 from nekobot.platforms.onebot_v11 import OneBotV11Config, OneBotV11Platform, open_client_websocket
 

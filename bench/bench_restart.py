@@ -28,10 +28,10 @@ import attrs
 import trio
 
 from nekobot.config.schema import FaultIsolationConfig, PlatformConfig, SupervisorConfig
-from nekobot.fault_isolation import FaultIsolation
+from nekobot.core.supervisor import ChildSpec, Supervisor
+from nekobot.faults.fault_isolation import FaultIsolation
 from nekobot.platforms.base import PlatformActor
-from nekobot.runtime_manager import RuntimeManager
-from nekobot.supervisor import ChildSpec, Supervisor
+from nekobot.runtime.runtime_manager import RuntimeManager
 
 
 class Boom(Exception):

@@ -24,8 +24,9 @@ import time
 import trio
 
 from nekobot.config.schema import RouterConfig
-from nekobot.message_router import Message, MessagePriority, MessageRouter
-from nekobot.status_monitor import StatusMonitor
+from nekobot.messages import Message, MessagePriority
+from nekobot.monitor.status_monitor import StatusMonitor
+from nekobot.routing.message_router import MessageRouter
 
 REPEAT = 5
 

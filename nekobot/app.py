@@ -40,15 +40,9 @@ from .errors import (
     RevisionConflict,
     sole_exception,
 )
-from .message_router import MessagePriority
-from .platforms.base import (
-    OutboundMessage,
-    PlatformActor,
-    PlatformContext,
-    SendReceipt,
-    load_platform_class,
-)
-from .status_monitor import AlertLevel
+from .messages import MessagePriority, OutboundMessage, SendReceipt
+from .monitor.status_monitor import AlertLevel
+from .platforms.base import PlatformActor, PlatformContext, load_platform_class
 from .storage import Store
 
 __all__ = ["NekoBot", "RootActorCrashed", "open_nekobot"]
@@ -85,12 +79,12 @@ class NekoBot:
     """
 
     def __init__(self, config: NekoBotConfig, *, config_path: str | None = None) -> None:
+        from .buffer.message_buffer import MessageBuffer
         from .config.versions import ConfigVersionManager
-        from .fault_isolation import FaultIsolation
-        from .message_buffer import MessageBuffer
-        from .message_router import MessageRouter
-        from .runtime_manager import RuntimeManager
-        from .status_monitor import StatusMonitor
+        from .faults.fault_isolation import FaultIsolation
+        from .monitor.status_monitor import StatusMonitor
+        from .routing.message_router import MessageRouter
+        from .runtime.runtime_manager import RuntimeManager
 
         self.config = config
         """The config in force (``NekoBotConfig``); replaced on every applied change."""
@@ -454,13 +448,13 @@ class NekoBot:
                 else ConfigChangeType.UPDATE,
             )
         if self.config.api.enable:
-            from .api import serve_api  # serve_api logs where it listens
+            from .api.app import serve_api  # serve_api logs where it listens
 
             self.api_port = await self._start_child(
                 "api", functools.partial(serve_api, self, self.config.api)
             )
         if self.config.console.enable:
-            from .console import serve_console
+            from .console.server import serve_console
 
             self.console_address = await self._start_child(
                 "console", functools.partial(serve_console, self, self.config.console)

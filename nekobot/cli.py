@@ -233,7 +233,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def _add_console_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``nekobot console`` (owned by nekobot.console)."""
     try:
-        from .console import add_console_command
+        from .console.server import add_console_command
     except ImportError:
         return
     add_console_command(sub)

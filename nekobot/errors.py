@@ -1,4 +1,4 @@
-"""Errors raised by NekoBot's public API.
+"""Errors raised by NekoBot's public API (the actor core's are re-exported).
 
 Every error NekoBot raises on purpose derives from :class:`NekoBotError`, so an
 embedding program can catch them in one place. The HTTP API maps them to status
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import trio
-
-
-class NekoBotError(Exception):
-    """Base class of every error NekoBot raises on purpose."""
+from .core.errors import ActorError as ActorError
+from .core.errors import ActorStopped as ActorStopped
+from .core.errors import CallTimeout as CallTimeout
+from .core.errors import Conflict as Conflict
+from .core.errors import InvalidRequest as InvalidRequest
+from .core.errors import MailboxFull as MailboxFull
+from .core.errors import NekoBotError as NekoBotError
+from .core.errors import sole_exception as sole_exception
 
 
 class ConfigError(NekoBotError):
@@ -44,10 +47,6 @@ class FieldValueError(ValueError):
         super().__init__(message)
 
 
-class InvalidRequest(NekoBotError, ValueError):
-    """A call's arguments were refused; the message names the argument."""
-
-
 class PlatformNotFound(NekoBotError, LookupError):
     """No platform has this ``platform_id``."""
 
@@ -56,36 +55,12 @@ class PlatformNotFound(NekoBotError, LookupError):
         super().__init__(f"unknown platform {platform_id!r}")
 
 
-class Conflict(NekoBotError):
-    """The request conflicts with the current state (HTTP 409)."""
-
-
 class PlatformExists(Conflict):
     """A platform with this ``platform_id`` already exists."""
 
     def __init__(self, platform_id: str) -> None:
         self.platform_id = platform_id
         super().__init__(f"platform {platform_id!r} already exists")
-
-
-class ActorError(NekoBotError):
-    """Base class for errors of the actor core (``nekobot.actor``)."""
-
-
-class CallTimeout(ActorError, TimeoutError):
-    """``ActorRef.call`` got no reply within its timeout (Trio clock seconds).
-
-    The late reply, if one ever comes, is dropped: it is never delivered to
-    another caller.
-    """
-
-
-class ActorStopped(ActorError):
-    """The actor behind an ``ActorRef`` is not running (its mailbox is closed)."""
-
-
-class MailboxFull(ActorError):
-    """``ActorRef.cast_nowait`` found the actor's bounded mailbox full."""
 
 
 class ConnectionClosed(NekoBotError):
@@ -156,19 +131,3 @@ class OneBotActionFailed(NekoBotError):
 class FrameTooLarge(NekoBotError, ValueError):
     """An outbound frame is larger than the platform's ``max_frame_size`` (bytes);
     only that call fails, the link stays up."""
-
-
-def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one failure inside a (nested) exception group, else the group itself.
-
-    Trio's nurseries wrap every error in a group; when exactly one leaf that is
-    not ``trio.Cancelled`` is inside, callers raise that leaf as itself.
-    """
-
-    def leaves(exc: BaseException) -> list[BaseException]:
-        if isinstance(exc, BaseExceptionGroup):
-            return [leaf for e in exc.exceptions for leaf in leaves(e)]
-        return [exc]
-
-    found = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
-    return found[0] if len(found) == 1 else group

@@ -8,7 +8,8 @@ from __future__ import annotations
 import attrs
 import trio
 
-from nekobot.platforms.base import OutboundMessage, PlatformActor, SendReceipt
+from nekobot.messages import OutboundMessage, SendReceipt
+from nekobot.platforms.base import PlatformActor
 
 
 @attrs.frozen(kw_only=True)

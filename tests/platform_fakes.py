@@ -14,7 +14,8 @@ import attrs
 import trio
 
 from nekobot.config.schema import PlatformConfig
-from nekobot.platforms.base import OutboundMessage, PlatformActor, SendReceipt
+from nekobot.messages import OutboundMessage, SendReceipt
+from nekobot.platforms.base import PlatformActor
 
 TYPE = f"{__name__}:FakePlatform"
 

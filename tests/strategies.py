@@ -6,9 +6,7 @@ from hypothesis import strategies as st
 
 # ---- config versions (issue 7) ----------------------------------------------
 
-_toml_key = st.text(
-    alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=10
-)
+_toml_key = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=10)
 _toml_scalar = st.one_of(
     st.text(max_size=20),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -18,8 +16,10 @@ _toml_scalar = st.one_of(
 
 toml_values = st.recursive(
     _toml_scalar,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(_toml_key | st.sampled_from(["token", "password"]), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(_toml_key | st.sampled_from(["token", "password"]), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 """Any value a TOML document can hold (no datetimes), nested tables and arrays."""
@@ -76,9 +76,7 @@ router_ops = st.lists(
         st.tuples(st.just("dup"), st.integers(min_value=0, max_value=1000)),
         st.tuples(st.just("dup"), st.integers(min_value=0, max_value=1000)),
         # route several keyless messages without letting the router run in between
-        st.tuples(
-            st.just("burst"), st.lists(st.integers(min_value=1, max_value=4), max_size=10)
-        ),
+        st.tuples(st.just("burst"), st.lists(st.integers(min_value=1, max_value=4), max_size=10)),
         st.tuples(st.just("ok")),
         st.tuples(st.just("fail")),
         st.tuples(st.just("jump"), st.sampled_from([0.1, 0.5, 1.0, 2.0, 30.0, 61.0])),

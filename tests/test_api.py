@@ -18,7 +18,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.routing import Route
 
-from nekobot.api import create_app, openapi_document, serve_api
+from nekobot.api.app import create_app, openapi_document, serve_api
 from nekobot.config.schema import ApiConfig, NekoBotConfig, PlatformConfig, config_to_dict
 from nekobot.config.versions import ConfigChangeType, ConfigVersionManager
 from nekobot.errors import AlertNotFound, ConfigError, PlatformExists, PlatformNotFound
@@ -695,7 +695,7 @@ async def test_a_rotated_token_takes_effect_at_once(bot: FakeBot) -> None:
 
 
 async def test_a_platform_that_cannot_start_is_409(bot: FakeBot) -> None:
-    from nekobot.runtime_manager import PlatformStartError
+    from nekobot.runtime.runtime_manager import PlatformStartError
 
     async def fail(pid: str, pc: Any, auto_start: bool = True) -> None:
         raise PlatformStartError(pid, OSError(98, "Address already in use"))
@@ -718,7 +718,7 @@ async def test_a_platform_that_cannot_start_is_409(bot: FakeBot) -> None:
 
 
 async def test_replay_to_an_offline_platform_is_a_409(bot: FakeBot) -> None:
-    from nekobot.api import _error_response
+    from nekobot.api.app import _error_response
     from nekobot.errors import PlatformOffline
 
     response = _error_response(PlatformOffline("platform 'qq' is not online"), 1024)

@@ -15,7 +15,8 @@ import httpx
 import trio
 
 from nekobot.app import open_nekobot
-from nekobot.platforms.base import OutboundMessage, PlatformActor, SendReceipt
+from nekobot.messages import OutboundMessage, SendReceipt
+from nekobot.platforms.base import PlatformActor
 
 TOKEN = "e2e-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

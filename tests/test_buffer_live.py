@@ -25,11 +25,10 @@ import pytest
 import trio
 import trio.testing
 
+from nekobot.buffer.message_buffer import MessageBuffer
 from nekobot.config.schema import MonitorConfig
-from nekobot.message_buffer import MessageBuffer
-from nekobot.message_router import MessagePriority
-from nekobot.platforms.base import OutboundMessage, SendReceipt
-from nekobot.status_monitor import AlertLevel, StatusMonitor
+from nekobot.messages import MessagePriority, OutboundMessage, SendReceipt
+from nekobot.monitor.status_monitor import AlertLevel, StatusMonitor
 
 
 @asynccontextmanager

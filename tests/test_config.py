@@ -221,7 +221,7 @@ def test_two_listeners_on_one_port_are_refused() -> None:
 
 
 def test_buffer_overflow_wait_reaches_the_buffer() -> None:
-    from nekobot.message_buffer import MessageBuffer
+    from nekobot.buffer.message_buffer import MessageBuffer
 
     config = parse_config({"buffer": {"overflow_wait": 2.5, "durable": False}})
     assert MessageBuffer.from_config(config.buffer).overflow_wait == 2.5

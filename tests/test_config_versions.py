@@ -20,12 +20,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 
 from nekobot.config.schema import config_to_dict, parse_config
-from nekobot.config.versions import (
-    REDACTED,
-    ConfigChangeType,
-    ConfigVersionManager,
-    redact,
-)
+from nekobot.config.versions import REDACTED, ConfigChangeType, ConfigVersionManager, redact
 from nekobot.errors import (
     ConfigError,
     Conflict,

@@ -16,7 +16,8 @@ import pytest
 import trio
 import trio.testing
 
-from nekobot.connection_manager import (
+from nekobot.platforms.base import PlatformContext
+from nekobot.platforms.connection_manager import (
     HEARTBEAT_CLOSE_CODE,
     AuthFailed,
     ConnectionConfig,
@@ -25,7 +26,6 @@ from nekobot.connection_manager import (
     Link,
     ReconnectExhausted,
 )
-from nekobot.platforms.base import PlatformContext
 
 
 def cfg(**kw: Any) -> ConnectionConfig:

@@ -26,9 +26,10 @@ import trio.testing
 
 from nekobot.app import open_nekobot
 from nekobot.config.schema import ConsoleConfig
-from nekobot.console import AUTH_FAILED, PROMPT, PY_MORE, PY_PROMPT, serve_console
+from nekobot.console.server import AUTH_FAILED, PROMPT, PY_MORE, PY_PROMPT, serve_console
 from nekobot.errors import ConfigError
-from nekobot.platforms.base import OutboundMessage, PlatformActor, SendReceipt
+from nekobot.messages import OutboundMessage, SendReceipt
+from nekobot.platforms.base import PlatformActor
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "console-token-1234"
@@ -467,7 +468,7 @@ async def test_py_contains_every_base_exception_and_the_bot_lives_on(
 
 
 async def test_py_lets_the_bots_own_cancellation_through() -> None:
-    from nekobot.console_commands import PyRepl
+    from nekobot.console.commands import PyRepl
 
     repl = PyRepl(None)
     reached = False

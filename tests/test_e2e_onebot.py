@@ -367,7 +367,7 @@ async def test_hot_token_update_on_the_same_port_and_a_failing_update_rolls_back
 ) -> None:
     import socket
 
-    from nekobot.runtime_manager import PlatformStartError
+    from nekobot.runtime.runtime_manager import PlatformStartError
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,21 +21,21 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nekobot.config.schema import FaultIsolationConfig, SupervisorConfig
+from nekobot.core.supervisor import Backoff
 from nekobot.errors import PlatformNotFound
-from nekobot.fault_isolation import (
+from nekobot.faults.fault_isolation import (
     BreakerState,
     DegradationLevel,
     FaultIsolation,
     IsolationStrategy,
 )
-from nekobot.runtime_manager import (
+from nekobot.runtime.runtime_manager import (
     PlatformDisabled,
     PlatformLifecycleStatus,
     PlatformState,
     RuntimeManager,
 )
 from nekobot.storage import Store
-from nekobot.supervisor import Backoff
 
 from .platform_fakes import Crash, FakeMonitor, World, config
 

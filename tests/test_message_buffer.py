@@ -22,11 +22,10 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nekobot.buffer.message_buffer import BufferPolicy, MessageBuffer, OverflowStrategy
 from nekobot.config.schema import BufferConfig
 from nekobot.errors import Conflict, ConnectionClosed, InvalidRequest, PlatformOffline
-from nekobot.message_buffer import BufferPolicy, MessageBuffer, OverflowStrategy
-from nekobot.message_router import MessagePriority
-from nekobot.platforms.base import OutboundMessage, SendReceipt
+from nekobot.messages import MessagePriority, OutboundMessage, SendReceipt
 from nekobot.storage import Store
 
 LOW, NORMAL, HIGH = MessagePriority.LOW, MessagePriority.NORMAL, MessagePriority.HIGH
@@ -594,7 +593,7 @@ async def test_corrupt_database_is_moved_aside_and_alerted(
     assert store.recovered_from is not None
     aside = await trio.Path(store.recovered_from).read_bytes()
     assert aside.startswith(b"this is not an SQLite")
-    from nekobot.status_monitor import AlertLevel
+    from nekobot.monitor.status_monitor import AlertLevel
 
     [(key, level, message)] = monitor.alerts
     assert key == "storage:corrupt" and level is AlertLevel.ERROR

@@ -15,8 +15,9 @@ import trio.testing
 
 from nekobot.config.schema import RouterConfig
 from nekobot.errors import InvalidRequest
-from nekobot.message_router import DeadLetter, Message, MessagePriority, MessageRouter
-from nekobot.status_monitor import StatusMonitor
+from nekobot.messages import Message, MessagePriority
+from nekobot.monitor.status_monitor import StatusMonitor
+from nekobot.routing.message_router import DeadLetter, MessageRouter
 
 P = MessagePriority
 
@@ -187,9 +188,7 @@ async def test_dead_letter_after_max_retries_with_backoff(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     mon = StatusMonitor()
-    router = MessageRouter.from_config(
-        RouterConfig(max_retries=2, retry_backoff=0.5), monitor=mon
-    )
+    router = MessageRouter.from_config(RouterConfig(max_retries=2, retry_backoff=0.5), monitor=mon)
     attempts: list[float] = []
 
     async def broken(m: Message) -> None:
@@ -543,9 +542,9 @@ async def test_router_records_every_message_at_monitor() -> None:
         nursery.cancel_scope.cancel()
     st = mon.get_platform_status("qq")
     assert st.throughput_last_minute == 21 and st.error_count == 0
-    assert 'nekobot_router_messages_total{outcome="deduplicated"} 1.0' in mon.exposition()[
-        0
-    ].decode()
+    assert (
+        'nekobot_router_messages_total{outcome="deduplicated"} 1.0' in mon.exposition()[0].decode()
+    )
 
 
 async def test_hung_handler_times_out_is_retried_then_dead_lettered(

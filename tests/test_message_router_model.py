@@ -25,7 +25,8 @@ import trio.testing
 from hypothesis import event, given, settings
 
 from nekobot.config.schema import RouterConfig
-from nekobot.message_router import Message, MessagePriority, MessageRouter
+from nekobot.messages import Message, MessagePriority
+from nekobot.routing.message_router import MessageRouter
 
 from .strategies import router_model_configs, router_ops
 

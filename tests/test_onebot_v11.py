@@ -18,7 +18,6 @@ import trio
 import trio.testing
 import trio_websocket
 
-from nekobot.connection_manager import ConnectionConfig, ReconnectExhausted
 from nekobot.errors import (
     CallTimeout,
     ConnectionClosed,
@@ -26,7 +25,9 @@ from nekobot.errors import (
     OneBotActionFailed,
     PlatformOffline,
 )
-from nekobot.platforms.base import OutboundMessage, PlatformContext, load_platform_class
+from nekobot.messages import OutboundMessage
+from nekobot.platforms.base import PlatformContext, load_platform_class
+from nekobot.platforms.connection_manager import ConnectionConfig, ReconnectExhausted
 from nekobot.platforms.onebot_v11 import (
     AccountOffline,
     OneBotV11Config,
@@ -760,7 +761,7 @@ async def test_reverse_port_is_released_on_stop() -> None:
 
 async def test_metrics_reach_the_real_monitor_and_never_break_the_link() -> None:
     from nekobot.config.schema import MonitorConfig
-    from nekobot.status_monitor import StatusMonitor
+    from nekobot.monitor.status_monitor import StatusMonitor
 
     monitor = StatusMonitor.from_config(MonitorConfig())
     rec = Recorder()
@@ -869,7 +870,7 @@ FRAMES = st.one_of(
 @settings(max_examples=80, deadline=None)
 @given(st.lists(FRAMES, max_size=12))
 def test_every_frame_is_classified_and_none_raises(frames: list[str | bytes]) -> None:
-    from nekobot.platforms.onebot_v11 import _Conn
+    from nekobot.platforms.onebot_v11.platform import _Conn
 
     async def main() -> OneBotV11Platform:
         platform = OneBotV11Platform("qq", OneBotV11Config(port=0, max_frame_size=64 * 1024))

@@ -16,8 +16,8 @@ import trio.testing
 
 from nekobot.config.schema import FaultIsolationConfig, SupervisorConfig
 from nekobot.errors import ConfigError, InvalidRequest, PlatformExists, PlatformNotFound
-from nekobot.fault_isolation import FaultIsolation
-from nekobot.runtime_manager import (
+from nekobot.faults.fault_isolation import FaultIsolation
+from nekobot.runtime.runtime_manager import (
     PlatformLifecycleStatus,
     PlatformStartError,
     PlatformState,

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from nekobot.config.schema import MonitorConfig
 from nekobot.errors import AlertNotFound, InvalidRequest, NekoBotError, PlatformNotFound
-from nekobot.status_monitor import Alert, AlertLevel, MetricType, StatusMonitor
+from nekobot.monitor.status_monitor import Alert, AlertLevel, MetricType, StatusMonitor
 
 
 def make(**cfg: object) -> StatusMonitor:
@@ -326,8 +326,7 @@ async def test_exposition_is_ready_for_get_metrics() -> None:
     text = body.decode()
     assert content_type.startswith("text/plain")
     assert (
-        'nekobot_messages_total{message_type="message",outcome="ok",platform_id="qq"} 1.0'
-        in text
+        'nekobot_messages_total{message_type="message",outcome="ok",platform_id="qq"} 1.0' in text
     )
     assert 'nekobot_message_errors_total{error_type="ValueError",platform_id="qq"} 1.0' in text
     assert (

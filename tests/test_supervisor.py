@@ -16,7 +16,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from nekobot.supervisor import (
+from nekobot.core.supervisor import (
     BRUTAL_KILL,
     Backoff,
     ChildAlreadyPresent,

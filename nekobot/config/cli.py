@@ -238,7 +238,7 @@ def _api_rollback(config: NekoBotConfig, version_id: str) -> dict[str, Any]:
 
 
 def _console_command(config: NekoBotConfig, command: str) -> str:
-    from ..console import AUTH_FAILED, PROMPT, ConsoleTarget, run_client
+    from ..console.server import AUTH_FAILED, PROMPT, ConsoleTarget, run_client
 
     con = config.console
     if con.unix_socket:

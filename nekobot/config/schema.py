@@ -26,8 +26,8 @@ import cattrs
 import tomli_w
 from cattrs.preconf.tomllib import make_converter
 
-from ..connection_manager import ConnectionConfig
 from ..errors import ConfigError, FieldValueError
+from ..platforms.connection_manager import ConnectionConfig
 
 __all__ = [
     "ApiConfig",

@@ -607,8 +607,10 @@ class ConfigVersionManager:
                 await self.store.run(delete)
             del self._versions[version.revision]
             parent = version.parent_revision
-            self._current = parent if parent in self._versions else (
-                max(self._versions) if self._versions else None
+            self._current = (
+                parent
+                if parent in self._versions
+                else (max(self._versions) if self._versions else None)
             )
 
     # ---- comparing -----------------------------------------------------------

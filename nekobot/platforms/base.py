@@ -22,7 +22,6 @@ decides). Never catch ``trio.Cancelled``.
 from __future__ import annotations
 
 import importlib
-import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -31,7 +30,7 @@ import attrs
 import trio
 
 from ..errors import PlatformOffline
-from ..message_router import Message, MessagePriority
+from ..messages import Message, MessagePriority, OutboundMessage, SendReceipt
 
 __all__ = [
     "BUILTIN_PLATFORMS",
@@ -41,41 +40,6 @@ __all__ = [
     "SendReceipt",
     "load_platform_class",
 ]
-
-
-def new_message_key() -> str:
-    """A fresh outbound message key (uuid4 hex): at-least-once delivery carries it
-    so that a repeat can be recognised."""
-    return uuid.uuid4().hex
-
-
-@attrs.frozen(kw_only=True)
-class OutboundMessage:
-    """One message a handler sends to a platform (``bot.send(...)``)."""
-
-    platform_id: str
-    message_type: str
-    """What to send. OneBot v11: an action name (``send_msg``, ``send_group_msg``…),
-    or ``"private"`` / ``"group"`` as a shorthand for ``send_msg`` of that type."""
-    content: Any
-    """The payload. OneBot v11: the action's ``params`` object."""
-    priority: MessagePriority = MessagePriority.NORMAL
-    message_key: str = attrs.field(factory=new_message_key)
-    """Unique key of this message; kept across buffering and replay."""
-    created_at: float = 0.0
-    """Wall-clock ``time.time()`` when it was first sent or buffered."""
-
-
-@attrs.frozen(kw_only=True)
-class SendReceipt:
-    """What ``PlatformActor.send`` / ``bot.send`` returns."""
-
-    platform_id: str
-    message_key: str
-    buffered: bool = False
-    """True when the platform was offline and the message waits in the buffer."""
-    data: Any = None
-    """The platform's answer (OneBot v11: the response's ``data``)."""
 
 
 @attrs.define(kw_only=True)
@@ -136,7 +100,7 @@ class PlatformActor:
         connection: Any = None,
         context: PlatformContext | None = None,
     ) -> None:
-        from ..connection_manager import ConnectionConfig
+        from .connection_manager import ConnectionConfig
 
         self.platform_id = platform_id
         self.config = config

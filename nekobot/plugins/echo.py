@@ -14,7 +14,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..message_router import Message
+from ..messages import Message
 
 if TYPE_CHECKING:
     from ..app import NekoBot

@@ -159,13 +159,12 @@ from typing import Any, cast
 import attrs
 import trio
 
-from .actor import Actor, _Call
-from .config.schema import BufferConfig
-from .errors import ActorStopped, Conflict, ConnectionClosed, InvalidRequest, PlatformOffline
-from .message_router import MessagePriority
-from .platforms.base import OutboundMessage, SendReceipt, new_message_key
-from .status_monitor import AlertLevel
-from .storage import Store, transaction
+from ..config.schema import BufferConfig
+from ..core.actor import Actor, _Call
+from ..errors import ActorStopped, Conflict, ConnectionClosed, InvalidRequest, PlatformOffline
+from ..messages import MessagePriority, OutboundMessage, SendReceipt, new_message_key
+from ..monitor.status_monitor import AlertLevel
+from ..storage import Store, transaction
 
 __all__ = [
     "DROP_REASONS",

@@ -46,18 +46,9 @@ from typing import Any
 import attrs
 import trio
 
-from .config.schema import ConsoleConfig, is_loopback
-from .console_commands import (
-    PY_MORE,
-    PY_PROMPT,
-    REDACTED,
-    Commands,
-    PyRepl,
-    TaskIds,
-    redact,
-    secret_values,
-)
-from .errors import ConfigError, NekoBotError
+from ..config.schema import ConsoleConfig, is_loopback
+from ..errors import ConfigError, NekoBotError
+from .commands import PY_MORE, PY_PROMPT, REDACTED, Commands, PyRepl, TaskIds, redact, secret_values
 
 __all__ = [
     "AUTH_FAILED",
@@ -253,7 +244,7 @@ class _ConsoleServer:
             out: set[str] = set()
             if self.cfg.token and len(self.cfg.token) >= 4:
                 out.add(self.cfg.token)
-            from .config.schema import NekoBotConfig, config_to_dict
+            from ..config.schema import NekoBotConfig, config_to_dict
 
             if isinstance(config, NekoBotConfig):
                 secret_values(config_to_dict(config), out)
@@ -409,7 +400,7 @@ def resolve_target(args: argparse.Namespace) -> ConsoleTarget:
         ConfigError: if the config file is needed (or named with ``-c``) and
             invalid, or the arguments contradict each other.
     """
-    from .config.schema import load_config
+    from ..config.schema import load_config
 
     if args.unix and (args.host or args.port is not None):
         raise ConfigError(["console: give either --unix or --host/--port, not both"])

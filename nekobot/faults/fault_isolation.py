@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 import trio
 
-from .errors import PlatformNotFound
-from .status_monitor import AlertLevel
+from ..errors import PlatformNotFound
+from ..monitor.status_monitor import AlertLevel
 
 if TYPE_CHECKING:
-    from .config.schema import FaultIsolationConfig
-    from .storage import Store
+    from ..config.schema import FaultIsolationConfig
+    from ..storage import Store
 
 __all__ = [
     "BreakerState",
@@ -256,7 +256,7 @@ _Write = tuple[str, Any]
 
 
 def _write_batch(conn: Any, *, batch: list[_Write], keep: int, ready: bool) -> None:
-    from .storage import transaction
+    from ..storage import transaction
 
     with transaction(conn):
         if not ready:
@@ -342,7 +342,7 @@ class FaultIsolation:
         store: Store | None = None,
     ) -> None:
         if cfg is None:
-            from .config.schema import FaultIsolationConfig
+            from ..config.schema import FaultIsolationConfig
 
             cfg = FaultIsolationConfig()
         self.cfg = cfg

@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 import trio
 
-from .errors import FieldValueError, NekoBotError
+from ..errors import FieldValueError, NekoBotError
 
 __all__ = [
     "AuthFailed",

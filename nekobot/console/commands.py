@@ -26,7 +26,7 @@ import attrs
 import tomli_w
 import trio
 
-from .errors import NekoBotError
+from ..errors import NekoBotError
 
 __all__ = [
     "PY_MORE",
@@ -141,8 +141,8 @@ class CommandError(NekoBotError):
 
 def _task_subject(task: trio.lowlevel.Task) -> str:
     """What a task runs for: the first platform or actor ``self`` on its await stack."""
-    from .actor import Actor
-    from .platforms.base import PlatformActor
+    from ..core.actor import Actor
+    from ..platforms.base import PlatformActor
 
     try:
         frames = list(task.iter_await_frames())
@@ -638,7 +638,7 @@ class Commands:
             )
             return _render_diff(diff)
         if sub == "import" and len(rest) == 1:
-            from .config.schema import load_config
+            from ..config.schema import load_config
 
             new_config = await trio.to_thread.run_sync(load_config, rest[0])
             version = await self.bot.apply_config(

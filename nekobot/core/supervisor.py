@@ -46,11 +46,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
+from ..faults.fault_isolation import FaultRecord, IsolationStrategy
 from .errors import Conflict, NekoBotError
-from .fault_isolation import FaultRecord, IsolationStrategy
 
 if TYPE_CHECKING:
-    from .config.schema import SupervisorConfig
+    from ..config.schema import SupervisorConfig
 
 __all__ = [
     "BRUTAL_KILL",

@@ -61,8 +61,7 @@ import attrs
 import trio
 import trio_websocket
 
-from ..connection_manager import AuthFailed, ConnectionManager, Link, record_metric
-from ..errors import (
+from ...errors import (
     CallTimeout,
     ConnectionClosed,
     FieldValueError,
@@ -72,10 +71,11 @@ from ..errors import (
     PlatformOffline,
     sole_exception,
 )
-from ..message_router import Message
-from .base import OutboundMessage, PlatformActor, PlatformContext, SendReceipt
+from ...messages import Message, OutboundMessage, SendReceipt
+from ..base import PlatformActor, PlatformContext
+from ..connection_manager import AuthFailed, ConnectionManager, Link, record_metric
 
-__all__ = ["AccountOffline", "OneBotV11Config", "OneBotV11Platform"]
+__all__ = ["AccountOffline", "OneBotV11Config", "OneBotV11Platform", "open_client_websocket"]
 
 log = logging.getLogger(__name__)
 

@@ -67,10 +67,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ._monitor_metrics import CustomMetrics, ScrapeCollector
-from ._monitor_window import Window
-from .config.schema import MonitorConfig
-from .errors import AlertNotFound, InvalidRequest, PlatformNotFound
+from ..config.schema import MonitorConfig
+from ..errors import AlertNotFound, InvalidRequest, PlatformNotFound
+from .metrics import CustomMetrics, ScrapeCollector
+from .window import Window
 
 __all__ = [
     "Alert",
@@ -448,9 +448,7 @@ class StatusMonitor:
                 used with another type or other label names, or a negative
                 counter increment.
         """
-        self._custom.record(
-            name, value, _metric_type(metric_type).value, labels, documentation
-        )
+        self._custom.record(name, value, _metric_type(metric_type).value, labels, documentation)
 
     def set_platform_state(
         self, platform_id: str, running: bool, *, expected: bool = False
@@ -766,8 +764,7 @@ class StatusMonitor:
             w.running is not False
             and not severe
             and not (
-                total >= max(1, cfg.min_messages_for_error_rate)
-                and rate > cfg.error_rate_threshold
+                total >= max(1, cfg.min_messages_for_error_rate) and rate > cfg.error_rate_threshold
             )
             and not (p95 is not None and p95 > cfg.latency_p95_threshold_ms)
         )

@@ -61,7 +61,6 @@ Every routed message ends in exactly one counter::
 
 from __future__ import annotations
 
-import enum
 import heapq
 import inspect
 import itertools
@@ -74,8 +73,9 @@ from typing import Any
 import attrs
 import trio
 
-from .config.schema import RouterConfig
-from .errors import InvalidRequest
+from ..config.schema import RouterConfig
+from ..errors import InvalidRequest
+from ..messages import Message, MessagePriority
 
 __all__ = [
     "DeadLetter",
@@ -97,37 +97,6 @@ _PRIORITIES = (4, 3, 2, 1)
 
 Handler = Callable[["Message"], Awaitable[None] | None]
 """``async def h(message: Message) -> None`` (or a plain function, see ``cheap``)."""
-
-
-class MessagePriority(enum.IntEnum):
-    """Priority of an inbound or outbound message; higher is served first."""
-
-    LOW = 1
-    NORMAL = 2
-    HIGH = 3
-    CRITICAL = 4
-
-
-@attrs.frozen(kw_only=True)
-class Message:
-    """One inbound message, as a platform emits it and handlers receive it."""
-
-    platform_id: str
-    """The platform it came from."""
-    message_type: str
-    """Handlers registered for this type receive it (``"*"`` receives all).
-    OneBot v11 uses the event's ``post_type``: ``message``, ``notice``,
-    ``request``, ``meta_event``, ``message_sent``."""
-    content: Any
-    """The payload; for OneBot v11 the event object as received (a dict)."""
-    priority: MessagePriority = MessagePriority.NORMAL
-    dedup_key: Hashable | None = None
-    """Key for the dedup window (the router prefixes ``platform_id``); ``None``
-    means never deduplicated. OneBot v11 uses ``(self_id, message_id)``."""
-    message_id: str = ""
-    """Router-assigned id, unique within this bot process (``""`` until routed)."""
-    received_at: float = 0.0
-    """Trio clock time the router accepted it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -470,9 +439,7 @@ class MessageRouter:
                     self._count("deduplicated")
                     return False
                 del self._seen[key]
-        if self._queued + len(self._retry_heap) >= self._max_queue and not self._drop_for(
-            priority
-        ):
+        if self._queued + len(self._retry_heap) >= self._max_queue and not self._drop_for(priority):
             self._dropped += 1
             self._count("dropped")
             return False

@@ -15,7 +15,7 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
 
 __all__ = ["CustomMetrics", "ScrapeCollector", "in_trio"]
 
@@ -57,9 +57,7 @@ class CustomMetrics:
                 raise InvalidRequest(f"name: {name!r}: {exc}") from None
             entry = self._metrics[full] = (mtype, label_names, metric)
         if entry[0] != mtype:
-            raise InvalidRequest(
-                f"metric_type: {full!r} is a {entry[0]}, not a {mtype}"
-            )
+            raise InvalidRequest(f"metric_type: {full!r} is a {entry[0]}, not a {mtype}")
         if entry[1] != label_names:
             raise InvalidRequest(f"labels: {full!r} has labels {list(entry[1])}")
         metric = entry[2].labels(**labels) if labels and label_names else entry[2]

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .config.schema import PlatformConfig, platform_to_dict
-from .errors import (
+from ..config.schema import PlatformConfig, platform_to_dict
+from ..core.supervisor import ChildRunning, ChildSpec, ChildStartError, ChildStatus, Supervisor
+from ..errors import (
     ConfigError,
     Conflict,
     InvalidRequest,
@@ -48,12 +49,11 @@ from .errors import (
     PlatformExists,
     PlatformNotFound,
 )
-from .fault_isolation import BreakerState, FaultIsolation, IsolationStrategy
-from .supervisor import ChildRunning, ChildSpec, ChildStartError, ChildStatus, Supervisor
+from ..faults.fault_isolation import BreakerState, FaultIsolation, IsolationStrategy
 
 if TYPE_CHECKING:
-    from .config.schema import SupervisorConfig
-    from .platforms.base import PlatformActor
+    from ..config.schema import SupervisorConfig
+    from ..platforms.base import PlatformActor
 
 __all__ = [
     "PlatformDisabled",
@@ -214,7 +214,7 @@ class RuntimeManager:
         rng: Any = None,
     ) -> None:
         if supervisor_cfg is None:
-            from .config.schema import SupervisorConfig
+            from ..config.schema import SupervisorConfig
 
             supervisor_cfg = SupervisorConfig()
         self.cfg = supervisor_cfg
@@ -564,7 +564,7 @@ class RuntimeManager:
             raise InvalidRequest(
                 f"platform_config: expected a PlatformConfig or a table, got {platform_config!r}"
             )
-        from .config.schema import _parse_platform
+        from ..config.schema import _parse_platform
 
         pc, problems = _parse_platform(pid, platform_config)
         if problems or pc is None:

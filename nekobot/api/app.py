@@ -71,10 +71,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .config.schema import ApiConfig, converter, is_loopback, parse_config, structure_section
-from .config.versions import redact
-from .connection_manager import ConnectionConfig
-from .errors import (
+from ..config.schema import ApiConfig, converter, is_loopback, parse_config, structure_section
+from ..config.versions import redact
+from ..errors import (
     ActorStopped,
     CallTimeout,
     ConfigError,
@@ -85,7 +84,8 @@ from .errors import (
     PlatformOffline,
     RevisionConflict,
 )
-from .runtime_manager import PlatformStartError
+from ..platforms.connection_manager import ConnectionConfig
+from ..runtime.runtime_manager import PlatformStartError
 
 __all__ = ["create_app", "openapi_document", "serve_api"]
 
@@ -481,7 +481,7 @@ def _class_schema(cls: type[Any]) -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route (``GET /openapi.json``)."""
-    from . import __version__
+    from .. import __version__
 
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), op in sorted(_OPERATIONS.items(), key=lambda kv: kv[0][1]):
@@ -879,7 +879,7 @@ class _Api:
         returns={"alerts": _ARR},
     )
     async def monitor_alerts(self, request: Request) -> Response:
-        from .status_monitor import AlertLevel
+        from ..monitor.status_monitor import AlertLevel
 
         level_name = request.query_params.get("level")
         level = None

@@ -1,0 +1,1 @@
+"""The operators' HTTP API (Starlette on Hypercorn's trio worker)."""

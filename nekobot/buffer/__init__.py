@@ -1,0 +1,1 @@
+"""The outbound buffer: per-queue offline storage and replay."""

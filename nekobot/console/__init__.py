@@ -1,0 +1,1 @@
+"""The debug console: server, commands, client."""

@@ -1,0 +1,1 @@
+"""The actor core: mailboxes, supervision, backoff and errors; no domain imports."""

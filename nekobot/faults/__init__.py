@@ -1,0 +1,1 @@
+"""Fault isolation: fault records, the circuit breaker, degradation."""

@@ -1,0 +1,1 @@
+"""The status monitor: per-platform windows, alerts, Prometheus exposition."""

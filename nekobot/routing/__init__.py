@@ -1,0 +1,1 @@
+"""Inbound routing: the priority router and its dedup window."""

@@ -1,0 +1,1 @@
+"""The runtime manager: platform lifecycle and hot reconfiguration."""
