@@ -25,7 +25,7 @@ from .config.versions import ConfigVersionManager as ConfigVersionManager
 from .core.actor import Actor as Actor
 from .core.actor import ActorRef as ActorRef
 from .core.actor import MailboxStatistics as MailboxStatistics
-from .core.supervisor import Backoff as Backoff
+from .core.backoff import Backoff as Backoff
 from .core.supervisor import ChildSpec as ChildSpec
 from .core.supervisor import ChildStartError as ChildStartError
 from .core.supervisor import ChildStatus as ChildStatus

@@ -16,9 +16,9 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from nekobot.core.backoff import Backoff
 from nekobot.core.supervisor import (
     BRUTAL_KILL,
-    Backoff,
     ChildAlreadyPresent,
     ChildAlreadyStarted,
     ChildNotFound,

@@ -160,7 +160,7 @@ import attrs
 import trio
 
 from ..config.schema import BufferConfig
-from ..core.actor import Actor, _Call
+from ..core.actor import Actor, Call
 from ..errors import ActorStopped, Conflict, ConnectionClosed, InvalidRequest, PlatformOffline
 from ..messages import MessagePriority, OutboundMessage, SendReceipt, new_message_key
 from ..monitor.status_monitor import AlertLevel
@@ -1030,19 +1030,19 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             # so every request at time t sees exactly the messages with deadline > t.
             self._sweep()
         for entry in batch:
-            if not isinstance(entry, _Call):
+            if not isinstance(entry, Call):
                 continue
-            if entry.slot.abandoned:
+            if entry.abandoned:
                 continue
             try:
                 result = self._handle(entry.msg)
             except Exception as exc:
-                replies.append((entry.slot, exc, True))
+                replies.append((entry, exc, True))
             else:
                 if isinstance(entry.msg, _Add) and isinstance(result, tuple):
                     seq, result = result
-                    added.append((entry.slot, seq))
-                replies.append((entry.slot, result, False))
+                    added.append((entry, seq))
+                replies.append((entry, result, False))
         if self.store is not None and (self._pending_ins or self._pending_del):
             failed = await self._flush()
             if failed is not None:
@@ -1061,9 +1061,9 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         self._publish()
         for slot, val, is_err in replies:
             if is_err:
-                slot.set_error(val)
+                slot.fail(val)
             else:
-                slot.set_result(val)
+                slot.reply(val)
 
     def _handle(self, msg: Any) -> Any:
         if isinstance(msg, _Add):
@@ -1518,7 +1518,7 @@ class MessageBuffer(Actor[Any, _Snapshot]):
         finally:
             if not ended:
                 try:
-                    self.ref.cast_nowait(_Call(_EndReplay(platform_id), cast(Any, _NoReply())))
+                    self.ref.cast_nowait(Call(_EndReplay(platform_id)))
                 except Exception:  # stopping or full: the replay ends with the actor
                     log.debug("buffer: could not end replay of %s", platform_id)
         return replayed
@@ -1674,15 +1674,3 @@ class MessageBuffer(Actor[Any, _Snapshot]):
             self.monitor.clear_alert(key)
         except Exception:  # the monitor must never take the buffer down
             log.exception("buffer: clear_alert failed")
-
-
-class _NoReply:
-    """A reply slot nobody waits on (for requests sent from ``finally`` blocks)."""
-
-    abandoned = False
-
-    def set_result(self, value: Any) -> None:
-        pass
-
-    def set_error(self, error: BaseException) -> None:
-        pass

@@ -9,24 +9,46 @@ without a round trip (DESIGN.md §2).
 The loop drains the mailbox in batches: one blocking ``receive()``, then
 ``receive_nowait()`` until empty, so an idle actor is parked in ``receive()``
 and a busy one pays one channel wake-up per batch, not per message.
+
+Messages are small frozen attrs classes, one per request an actor accepts. A
+request that is answered subclasses :class:`Request` with the type of its
+answer (``class GetStats(Request[RouterStats])``), so ``ref.call(GetStats())``
+is typed. Wiring goes down the tree at construction: a component that must
+tell a higher one something is given that one's address (an ``ActorRef``, or a
+:class:`Mailbox` made before the actor that will own it) when it is built, and
+only ever ``cast`` s to it; a lower actor never waits on a higher one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import attrs
 import trio
 
 from .errors import ActorStopped, CallTimeout, MailboxFull
 
-__all__ = ["Actor", "ActorRef", "MailboxStatistics"]
+__all__ = ["Actor", "ActorRef", "Call", "Mailbox", "MailboxStatistics", "Request"]
 
 M = TypeVar("M")
 S = TypeVar("S")
+R = TypeVar("R")
 
 _NO_REPLY: Any = object()
+
+
+class Request(Generic[R]):
+    """Base of a message answered by ``call``; ``R`` is the type of the answer.
+
+    Subclass it with a frozen attrs class::
+
+        @attrs.frozen
+        class StartPlatform(Request[PlatformLifecycleStatus]):
+            platform_id: str
+    """
+
+    __slots__ = ()
 
 
 @attrs.frozen
@@ -47,24 +69,32 @@ class MailboxStatistics:
     """Tasks blocked in ``cast``/``call`` because the mailbox is full."""
 
 
-class _ReplySlot:
-    """One call's private reply slot; a reply after the caller gave up is dropped."""
+class Call(Generic[M]):
+    """One ``call`` as it sits in a mailbox: the request and its private reply slot.
 
-    __slots__ = ("_abandoned", "_done", "_error", "_value")
+    :meth:`Actor.handle_batch` sees these beside plain casts. Answer with
+    :meth:`reply` or :meth:`fail`, once; a reply after the caller gave up
+    (``abandoned``) is dropped, never delivered to another caller.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_abandoned", "_done", "_error", "_value", "msg")
+
+    def __init__(self, msg: M) -> None:
+        self.msg = msg
         self._done = trio.Event()
         self._value: Any = _NO_REPLY
         self._error: BaseException | None = None
         self._abandoned = False
 
-    def set_result(self, value: Any) -> None:
+    def reply(self, value: Any = None) -> None:
+        """Answer the caller with ``value`` (ignored if already answered or abandoned)."""
         if self._abandoned or self._done.is_set():
             return
         self._value = value
         self._done.set()
 
-    def set_error(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
+        """Make the caller's ``call`` raise ``error`` (ignored if answered or abandoned)."""
         if self._abandoned or self._done.is_set():
             return
         self._error = error
@@ -72,13 +102,13 @@ class _ReplySlot:
 
     @property
     def abandoned(self) -> bool:
+        """True once the caller stopped waiting (its timeout passed or it was cancelled)."""
         return self._abandoned
 
-
-@attrs.frozen
-class _Call:
-    msg: Any
-    slot: _ReplySlot
+    @property
+    def answered(self) -> bool:
+        """True once :meth:`reply` or :meth:`fail` was called."""
+        return self._done.is_set()
 
 
 class ActorRef(Generic[M]):
@@ -101,8 +131,11 @@ class ActorRef(Generic[M]):
         Raises:
             ActorStopped: if the actor's mailbox is closed.
         """
+        await self._put(msg)
+
+    async def _put(self, item: Any) -> None:
         try:
-            await self._send.send(msg)
+            await self._send.send(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStopped(f"actor {self.name!r} is not running") from None
 
@@ -120,7 +153,11 @@ class ActorRef(Generic[M]):
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ActorStopped(f"actor {self.name!r} is not running") from None
 
-    async def call(self, msg: M, *, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 - seed API
+    @overload
+    async def call(self, msg: Request[R], *, timeout: float = 5.0) -> R: ...  # noqa: ASYNC109
+    @overload
+    async def call(self, msg: M, *, timeout: float = 5.0) -> Any: ...  # noqa: ASYNC109
+    async def call(self, msg: Any, *, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 - seed API
         """Send ``msg`` and wait for the actor's reply.
 
         Args:
@@ -130,7 +167,7 @@ class ActorRef(Generic[M]):
                 waits forever.
 
         Returns:
-            Whatever the actor's ``handle_call`` returned.
+            Whatever the actor answered (``R`` for a ``Request[R]``).
 
         Raises:
             CallTimeout: if no reply came within ``timeout``; a reply that
@@ -138,40 +175,73 @@ class ActorRef(Generic[M]):
             ActorStopped: if the actor is not running or stops before replying.
             Exception: whatever ``handle_call`` raised is re-raised here.
         """
-        slot = _ReplySlot()
-        with trio.move_on_after(timeout) as scope:
-            await self.cast(_Call(msg, slot))  # type: ignore[arg-type]
-            await slot._done.wait()
-        if scope.cancelled_caught and not slot._done.is_set():
-            slot._abandoned = True
+        envelope: Call[Any] = Call(msg)
+        try:
+            with trio.move_on_after(timeout) as scope:
+                await self._put(envelope)
+                await envelope._done.wait()
+        except BaseException:
+            envelope._abandoned = True  # cancelled from outside: drop the late reply
+            raise
+        if scope.cancelled_caught and not envelope._done.is_set():
+            envelope._abandoned = True
             raise CallTimeout(
                 f"actor {self.name!r} did not answer {type(msg).__name__} within {timeout} s"
             )
-        if slot._error is not None:
-            raise slot._error
-        return slot._value
+        if envelope._error is not None:
+            raise envelope._error
+        return envelope._value
+
+
+class Mailbox(Generic[M]):
+    """A mailbox and its address, made before the actor that will own it.
+
+    Lets a lower component be given the address of a higher one at
+    construction (events flow up as casts) when the higher one is built later:
+    ``mb = Mailbox("runtime")``; ``FaultIsolation(..., events=mb.ref)``;
+    ``RuntimeManager(..., mailbox=mb)``.
+
+    Args:
+        name (str): The owning actor's name.
+        size (float): Bound of the mailbox; ``math.inf`` for unbounded.
+    """
+
+    __slots__ = ("name", "recv", "ref", "send", "size")
+
+    def __init__(self, name: str, size: float = 10_000) -> None:
+        self.name = name
+        self.size = size
+        self.send: trio.MemorySendChannel[Any]
+        self.recv: trio.MemoryReceiveChannel[Any]
+        self.send, self.recv = trio.open_memory_channel(size)
+        self.ref: ActorRef[M] = ActorRef(name, self.send)
 
 
 class Actor(Generic[M, S]):
     """Base class of NekoBot's actors.
 
-    Subclasses implement :meth:`handle_cast` and/or :meth:`handle_call`, and may
-    override :meth:`on_start` / :meth:`on_stop`. Start the actor with
+    Subclasses implement :meth:`handle_cast` and/or :meth:`handle_call` (or
+    :meth:`handle_batch` to see a whole drained batch), and may override
+    :meth:`on_start` / :meth:`on_stop`. Start the actor with
     ``await nursery.start(actor.run)``; stop it by cancelling its scope or by
     :meth:`close_mailbox`, which lets it finish the queued messages first.
 
     Args:
         name (str): Shown in logs, statistics and the console's ``actors``.
         mailbox_size (float): Bound of the mailbox; ``math.inf`` for unbounded.
+        mailbox (Mailbox | None): A mailbox made beforehand (its address was
+            handed to others first); ``mailbox_size`` is then ignored.
     """
 
-    def __init__(self, name: str, *, mailbox_size: float = 10_000) -> None:
+    def __init__(
+        self, name: str, *, mailbox_size: float = 10_000, mailbox: Mailbox[M] | None = None
+    ) -> None:
         self.name = name
-        self._mailbox_size = mailbox_size
-        self._send: trio.MemorySendChannel[Any]
-        self._recv: trio.MemoryReceiveChannel[Any]
-        self._send, self._recv = trio.open_memory_channel(mailbox_size)
-        self.ref: ActorRef[M] = ActorRef(name, self._send)
+        mb: Mailbox[M] = mailbox if mailbox is not None else Mailbox(name, mailbox_size)
+        self._mailbox_size = mb.size
+        self._send = mb.send
+        self._recv = mb.recv
+        self.ref: ActorRef[M] = mb.ref
         self._snapshot: S | None = None
         self._received_total = 0
         self._batches_total = 0
@@ -217,17 +287,22 @@ class Actor(Generic[M, S]):
         raise NotImplementedError(f"{type(self).__name__} does not accept calls")
 
     async def handle_batch(self, batch: list[Any]) -> None:
-        """Handle one drained batch; the default dispatches each in order."""
+        """Handle one drained batch (casts and :class:`Call` s, in arrival order).
+
+        The default dispatches each in order: a ``Call`` to :meth:`handle_call`
+        (its answer or its ``Exception`` goes back to the caller), anything
+        else to :meth:`handle_cast`.
+        """
         for item in batch:
-            if isinstance(item, _Call):
-                if item.slot.abandoned:
+            if isinstance(item, Call):
+                if item.abandoned:
                     continue
                 try:
                     result = await self.handle_call(item.msg)
                 except Exception as exc:
-                    item.slot.set_error(exc)
+                    item.fail(exc)
                 else:
-                    item.slot.set_result(result)
+                    item.reply(result)
             else:
                 await self.handle_cast(item)
 
@@ -267,5 +342,5 @@ class Actor(Generic[M, S]):
                     item = recv.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
-                if isinstance(item, _Call):
-                    item.slot.set_error(ActorStopped(f"actor {self.name!r} stopped"))
+                if isinstance(item, Call):
+                    item.fail(ActorStopped(f"actor {self.name!r} stopped"))
