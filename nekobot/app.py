@@ -6,23 +6,23 @@
         bot.message_router.register_handler("message", on_message)
         await trio.sleep_forever()
 
-The root nursery starts, in order: the SQLite store, ``monitor``, ``buffer``,
-``router``, fault isolation, ``platforms`` (the runtime manager's supervisor),
-the handler plugins, ``api`` and ``console`` when enabled (DESIGN.md §1).
-Leaving the block stops them in reverse order; each child gets
-``bot.shutdown_timeout`` seconds (Trio clock) to stop, then it is cancelled.
-A crash of a root actor (router, buffer, monitor) ends the block with
-:class:`RootActorCrashed` naming the actor; a failing platform never does.
+The root is a :class:`~nekobot.core.supervisor.Supervisor` (the same class
+that supervises the platforms) over the children of DESIGN.md §1, listed once
+in :meth:`NekoBot._tree`. It starts them in order and stops them in reverse,
+each within ``bot.shutdown_timeout`` seconds (Trio clock), then cancelled. A
+crash of one of the bot's own actors (router, buffer, monitor, …) ends the
+block with :class:`RootActorCrashed` naming it; a failing platform never does:
+it is a child of the ``platforms`` supervisor, which isolates it.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib
 import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,22 +30,31 @@ from typing import Any
 import attrs
 import trio
 
-from .config.schema import NekoBotConfig, load_config, parse_config
+from .api.app import serve_api
+from .buffer.message_buffer import MessageBuffer
+from .config.schema import NekoBotConfig, PlatformConfig, load_config, parse_config
+from .config.service import ConfigService, PlatformChanges
+from .config.versions import ConfigVersion, ConfigVersionManager
+from .console.server import serve_console
+from .core.actor import Mailbox
+from .core.supervisor import ChildSpec, ChildStartError, RestartIntensityExceeded, Supervisor
 from .errors import (
     ConfigError,
     ConnectionClosed,
     NekoBotError,
     PlatformNotFound,
     PlatformOffline,
-    RevisionConflict,
     sole_exception,
 )
+from .faults.fault_isolation import FaultIsolation
 from .messages import MessagePriority, OutboundMessage, SendReceipt
-from .monitor.status_monitor import AlertLevel
+from .monitor.status_monitor import AlertLevel, StatusMonitor
 from .platforms.base import PlatformActor, PlatformContext, load_platform_class
+from .routing.message_router import MessageRouter
+from .runtime.runtime_manager import RuntimeManager
 from .storage import Store
 
-__all__ = ["NekoBot", "RootActorCrashed", "open_nekobot"]
+__all__ = ["NekoBot", "RootActorCrashed", "find_plugin", "open_nekobot"]
 
 log = logging.getLogger("nekobot")
 
@@ -54,7 +63,7 @@ class RootActorCrashed(NekoBotError):
     """One of the bot's own actors (router, buffer, monitor …) failed: a bug.
 
     Attributes:
-        actor (str): Which child of the root crashed.
+        actor (str): Which child of the root crashed (its id in the tree).
     """
 
     def __init__(self, actor: str, cause: BaseException) -> None:
@@ -62,12 +71,16 @@ class RootActorCrashed(NekoBotError):
         super().__init__(f"root actor {actor!r} crashed: {type(cause).__name__}: {cause}")
 
 
-@attrs.define
-class _Child:
-    name: str
-    scope: trio.CancelScope
-    done: trio.Event
-    stop: Callable[[], Awaitable[None]] | None = None
+class _Started:
+    """A ``task_status`` that also keeps the value a child started with."""
+
+    def __init__(self, real: trio.TaskStatus[Any], keep: Callable[[Any], None]) -> None:
+        self._real = real
+        self._keep = keep
+
+    def started(self, value: Any = None) -> None:
+        self._keep(value)
+        self._real.started(value)
 
 
 class NekoBot:
@@ -75,43 +88,54 @@ class NekoBot:
 
     Attributes use the seed document's global names (DESIGN.md §5):
     ``runtime_manager``, ``message_router``, ``message_buffer``,
-    ``status_monitor``, ``fault_isolation_manager``, ``config_version_manager``.
+    ``status_monitor``, ``fault_isolation_manager``, ``config_version_manager``
+    (the config service, which owns the config and its history).
+
+    Every component is built here, once, with what it depends on (lower
+    layers first); news goes up as messages to addresses handed down at
+    construction. Nothing is wired afterwards.
     """
 
     def __init__(self, config: NekoBotConfig, *, config_path: str | None = None) -> None:
-        from .buffer.message_buffer import MessageBuffer
-        from .config.versions import ConfigVersionManager
-        from .faults.fault_isolation import FaultIsolation
-        from .monitor.status_monitor import StatusMonitor
-        from .routing.message_router import MessageRouter
-        from .runtime.runtime_manager import RuntimeManager
-
-        self.config = config
-        """The config in force (``NekoBotConfig``); replaced on every applied change."""
         self.config_path = config_path
         """The file ``reload()`` re-reads, if the bot was started from one."""
-        data_dir = config.data_path()
         durable = config.buffer.durable
-        self.store = Store(data_dir / "nekobot.db" if durable else ":memory:")
+        self.store = Store(config.data_path() / "nekobot.db" if durable else ":memory:")
         self.status_monitor = StatusMonitor.from_config(config.monitor)
         self.message_buffer = MessageBuffer.from_config(
-            config.buffer, store=self.store, monitor=self.status_monitor
+            config.buffer, store=self.store, monitor=self.status_monitor, deliver=self._deliver
         )
         self.message_router = MessageRouter.from_config(config.router, monitor=self.status_monitor)
+        runtime_mailbox: Mailbox[Any] = Mailbox("runtime")
+        config_mailbox: Mailbox[Any] = Mailbox("config")
         self.fault_isolation_manager = FaultIsolation.from_config(
-            config.fault_isolation, monitor=self.status_monitor, store=self.store
+            config.fault_isolation,
+            monitor=self.status_monitor,
+            store=self.store,
+            events=runtime_mailbox.ref,
         )
         self.runtime_manager = RuntimeManager.from_config(
             config.supervisor,
             fault_isolation=self.fault_isolation_manager,
             platform_factory=self._build_platform,
             monitor=self.status_monitor,
+            config_owner=PlatformChanges(config_mailbox.ref),
+            mailbox=runtime_mailbox,
         )
-        self.config_version_manager = ConfigVersionManager(store=self.store)
-        self.message_buffer.set_sender(self._deliver)
-        self.runtime_manager.set_change_hook(self._on_platforms_changed)
-        self.config_version_manager.set_apply_callback(self._apply_config_dict)
-        self.nursery: trio.Nursery | None = None
+        self.config_version_manager = ConfigService(
+            config,
+            history=ConfigVersionManager(store=self.store),
+            runtime=self.runtime_manager,
+            mailbox=config_mailbox,
+        )
+        self.supervisor = Supervisor(
+            self._tree(config),
+            name="nekobot",
+            max_restarts=0,
+            period=1.0,
+            on_intensity="escalate",
+        )
+        """The root of the tree (``tree`` in the console shows it)."""
         self.started_at: float | None = None
         """Wall-clock ``time.time()`` when the bot finished starting."""
         self.ready = False
@@ -120,11 +144,82 @@ class NekoBot:
         """Port the HTTP API is bound to (when enabled)."""
         self.console_address: Any = None
         """Where the debug console listens (when enabled)."""
-        self._children: list[_Child] = []
         self._accounts: dict[str, set[str]] = {}
-        self._platform_classes: dict[str, type[PlatformActor]] = {}
-        self._config_lock = trio.Lock()
-        self._applying = False
+
+    def _tree(self, config: NekoBotConfig) -> list[ChildSpec]:
+        """The supervision tree of DESIGN.md §1: started top to bottom, stopped bottom up."""
+        grace = config.bot.shutdown_timeout
+        return [
+            ChildSpec("monitor", self.status_monitor.run, shutdown=grace),
+            ChildSpec("buffer", self.message_buffer.run, shutdown=grace),
+            ChildSpec("router", self.message_router.run, shutdown=grace, stop=self._drain_router),
+            ChildSpec("fault_isolation", self.fault_isolation_manager.run, shutdown=grace),
+            ChildSpec("config", self.config_version_manager.run, shutdown=grace),
+            ChildSpec("plugins", self._run_plugins, shutdown=grace),
+            ChildSpec(
+                "platforms",
+                self._run_platforms,
+                shutdown=grace,
+                stop=self.runtime_manager.begin_shutdown,
+            ),
+            *([ChildSpec("api", self._run_api, shutdown=grace)] if config.api.enable else []),
+            *(
+                [ChildSpec("console", self._run_console, shutdown=grace)]
+                if config.console.enable
+                else []
+            ),
+        ]
+
+    @property
+    def config(self) -> NekoBotConfig:
+        """The config in force (the config service's snapshot; read-only)."""
+        return self.config_version_manager.config
+
+    # ---- the tree's own children --------------------------------------------
+
+    async def _run_plugins(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Load ``[bot] plugins`` (each ``setup(bot)``) before any platform starts."""
+        for i, spec in enumerate(self.config.bot.plugins):
+            setup = find_plugin(i, spec)
+            result = setup(self)
+            if inspect.isawaitable(result):
+                await result
+            log.info("plugin %s loaded", spec)
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def _run_platforms(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """The runtime manager (it owns the platforms' supervisor), with the
+        platforms of the config the bot started with."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.runtime_manager.run)
+            await self.runtime_manager.load(self.config.platforms)
+            task_status.started()
+
+    async def _run_api(self, *, task_status: trio.TaskStatus[int]) -> None:
+        def keep(port: int) -> None:
+            self.api_port = port
+
+        await serve_api(self, self.config.api, task_status=_Started(task_status, keep))
+
+    async def _run_console(self, *, task_status: trio.TaskStatus[Any]) -> None:
+        def keep(address: Any) -> None:
+            self.console_address = address
+
+        await serve_console(self, self.config.console, task_status=_Started(task_status, keep))
+
+    async def _drain_router(self) -> None:
+        try:
+            await self.message_router.drain()
+        finally:
+            stats = self.message_router.get_stats()
+            left = stats.queued + stats.in_flight
+            if left:
+                log.warning(
+                    "shutdown: %d inbound messages were not handled within %s s",
+                    left,
+                    self.config.bot.shutdown_timeout,
+                )
 
     # ---- platforms -------------------------------------------------------
 
@@ -145,18 +240,13 @@ class NekoBot:
             link_down=self._link_down,
             account_up=self._account_up,
             account_down=self._account_down,
-            report_fault=self._report_fault,
+            report_fault=self.fault_isolation_manager.handle_fault,
             record_metric=monitor.record_metric,
             raise_alert=raise_alert,
             clear_alert=lambda pid, kind: monitor.clear_alert(f"platform:{pid}:{kind}"),
         )
 
-    async def _report_fault(
-        self, platform_id: str, exc: BaseException, context: dict[str, Any]
-    ) -> None:
-        await self.fault_isolation_manager.handle_fault(platform_id, exc, context)
-
-    def _build_platform(self, platform_id: str, pc: Any) -> PlatformActor:
+    def _build_platform(self, platform_id: str, pc: PlatformConfig) -> PlatformActor:
         cls = load_platform_class(pc.type)
         return cls(
             platform_id,
@@ -187,13 +277,11 @@ class NekoBot:
 
     def _buffer_key(self, platform_id: str, message_type: str, content: Any) -> str:
         pc = self.runtime_manager.platform_configs[platform_id]
-        cls = self._platform_classes.get(pc.type)
-        if cls is None:
-            cls = self._platform_classes[pc.type] = load_platform_class(pc.type)
-        account = cls.account_of(message_type, content)
+        account = load_platform_class(pc.type).account_of(message_type, content)
         return platform_id if account is None else f"{platform_id}@{account}"
 
     async def _deliver(self, message: OutboundMessage) -> SendReceipt:
+        """The buffer's way out: send through the platform's current instance."""
         platform_id = message.platform_id.partition("@")[0]
         actor = self.runtime_manager.get_platform_actor(platform_id)
         if actor is None or not actor.online:
@@ -271,34 +359,7 @@ class NekoBot:
         )
         return SendReceipt(platform_id=platform_id, message_key=key, buffered=True)
 
-    # ---- config -----------------------------------------------------------
-
-    async def _on_platforms_changed(self, description: str) -> None:
-        """The runtime manager applied a platform change: record a config version."""
-        self.config = attrs.evolve(
-            self.config, platforms=dict(self.runtime_manager.platform_configs)
-        )
-        if not self._applying:
-            await self._record_version(description or "platform change", author="runtime")
-
-    async def _record_version(
-        self,
-        description: str,
-        *,
-        author: str,
-        change_type: Any = None,
-        base_revision: int | None = None,
-    ) -> Any:
-        from .config.schema import config_to_dict
-        from .config.versions import ConfigChangeType
-
-        return await self.config_version_manager.create_version(
-            config_to_dict(self.config),
-            change_type or ConfigChangeType.UPDATE,
-            description,
-            author,
-            **({"base_revision": base_revision} if base_revision is not None else {}),
-        )
+    # ---- config (the config service is the one path) -----------------------
 
     async def apply_config(
         self,
@@ -307,60 +368,25 @@ class NekoBot:
         description: str = "",
         author: str = "api",
         base_revision: int | None = None,
-        record: bool = True,
-    ) -> Any:
+    ) -> ConfigVersion:
         """Apply a new config to the running bot and record it as a version.
 
-        Only platforms whose ``[platforms.<id>]`` section changed are rebuilt;
-        added ones start, removed ones stop; ``api.token`` applies at once.
-        Other sections take effect at the next start: they are recorded now,
-        a warning is logged, and the version's description says
-        ``(restart needed for: router, …)``.
-
-        Args:
-            new: A ``NekoBotConfig`` or the dict of a TOML document.
-            base_revision (int | None): Check-and-set: the revision the change
-                was based on; a stale one raises ``RevisionConflict``.
-            record (bool): Record a version (a rollback records its own).
-
-        Returns:
-            The recorded ``ConfigVersion`` (or ``None`` when ``record`` is false).
+        See :meth:`nekobot.config.service.ConfigService.apply`: only platforms
+        whose section changed restart; other sections are recorded and take
+        effect at the next start.
 
         Raises:
             ConfigError: if the config is invalid; the running config stays.
             RevisionConflict: if ``base_revision`` is not the current revision.
-            Exception: what a platform raised when its new config failed to
-                start; the previous config was restored.
+            PlatformStartError: a platform failed to start with its new
+                section; the previous config was restored.
+            CallTimeout: not applied within the config service's deadline.
         """
-        if not isinstance(new, NekoBotConfig):
-            new = parse_config(new, source_dir=self.config.source_dir)
-        async with self._config_lock:
-            current_rev = self.config_version_manager.current_revision
-            if base_revision is not None and base_revision != current_rev:
-                raise RevisionConflict(base_revision, current_rev)
-            old = self.config
-            self._applying = True
-            try:
-                await self.runtime_manager.apply_config(dict(new.platforms))
-            finally:
-                self._applying = False
-            self.config = attrs.evolve(new, source_dir=old.source_dir)
-            description = description or "config update"
-            later = _needs_restart(old, new)
-            if later:
-                log.warning(
-                    "config applied; changes to [%s] take effect at the next start",
-                    ", ".join(later),
-                )
-                description += f" (restart needed for: {', '.join(later)})"
-            if record:
-                return await self._record_version(description, author=author)
-            return None
+        return await self.config_version_manager.apply(
+            new, author=author, description=description, base_revision=base_revision
+        )
 
-    async def _apply_config_dict(self, data: Mapping[str, Any]) -> None:
-        await self.apply_config(data, record=False)
-
-    async def reload(self, *, author: str = "reload") -> Any:
+    async def reload(self, *, author: str = "reload") -> ConfigVersion:
         """Re-read the config file and apply it (``SIGHUP``, ``nekobot reload``).
 
         Raises:
@@ -376,162 +402,43 @@ class NekoBot:
 
     # ---- start / stop ----------------------------------------------------
 
-    async def _start_child(
-        self,
-        name: str,
-        fn: Callable[..., Awaitable[Any]],
-        *,
-        stop: Callable[[], Awaitable[None]] | None = None,
-        critical: bool = True,
-    ) -> Any:
-        assert self.nursery is not None
-        scope = trio.CancelScope()
-        done = trio.Event()
-
-        async def runner(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with scope:
-                    await fn(task_status=task_status)
-            except Exception as exc:
-                if critical:
-                    if isinstance(exc, OSError | ConfigError):
-                        # e.g. the API's port is taken: the message says it all
-                        log.critical("%s could not run: %s", name, exc)
-                    else:
-                        log.critical("root actor %s crashed", name, exc_info=True)
-                    raise RootActorCrashed(name, exc) from exc
-                log.exception("%s failed", name)
-            finally:
-                done.set()
-
-        value = await self.nursery.start(runner, name=f"nekobot.{name}")
-        self._children.append(_Child(name, scope, done, stop))
-        return value
-
-    async def _start(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
+    async def _run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Open the store, run the tree, close the store."""
         await self.store.open()
-        if self.store.recovered_from:
-            log.error(
-                "the database was corrupt: moved aside to %s; starting with an empty store",
-                self.store.recovered_from,
-            )
-        await self._start_child("monitor", self.status_monitor.run)
-        if self.store.recovered_from:
-            self.status_monitor.fire_alert(
-                "storage:corrupt",
-                AlertLevel.ERROR,
-                f"database was corrupt; moved aside to {self.store.recovered_from}",
-            )
-        await self._start_child("buffer", self.message_buffer.run)
-        await self._start_child("router", self.message_router.run, stop=self._drain_router)
-        fi_run = getattr(self.fault_isolation_manager, "run", None)
-        if fi_run is not None:
-            await self._start_child("fault_isolation", fi_run)
-        await self.config_version_manager.open()
-        await self._start_child(
-            "platforms", self.runtime_manager.run, stop=self.runtime_manager.begin_shutdown
-        )
-        await self._load_plugins()
-        await self.runtime_manager.load(dict(self.config.platforms))
-        if (
-            self.config_version_manager.current_revision is None
-            or not await self._same_as_current()
-        ):
-            from .config.versions import ConfigChangeType
+        try:
+            if self.store.recovered_from:
+                log.error(
+                    "the database was corrupt: moved aside to %s; starting with an empty store",
+                    self.store.recovered_from,
+                )
+                self.status_monitor.fire_alert(
+                    "storage:corrupt",
+                    AlertLevel.ERROR,
+                    f"database was corrupt; moved aside to {self.store.recovered_from}",
+                )
+            try:
+                await self.supervisor.run(task_status=_Started(task_status, self._on_ready))
+            except ChildStartError as exc:
+                raise _crashed(exc.child_id, exc.error) from exc.error
+            except RestartIntensityExceeded as exc:
+                raise _crashed(exc.child_id, exc.error) from exc.error
+        finally:
+            self.ready = False
+            with trio.CancelScope(shield=True):
+                await self.store.close()
 
-            await self._record_version(
-                "start" if self.config_path is None else f"start from {self.config_path}",
-                author="startup",
-                change_type=ConfigChangeType.CREATE
-                if self.config_version_manager.current_revision is None
-                else ConfigChangeType.UPDATE,
-            )
-        if self.config.api.enable:
-            from .api.app import serve_api  # serve_api logs where it listens
-
-            self.api_port = await self._start_child(
-                "api", functools.partial(serve_api, self, self.config.api)
-            )
-        if self.config.console.enable:
-            from .console.server import serve_console
-
-            self.console_address = await self._start_child(
-                "console", functools.partial(serve_console, self, self.config.console)
-            )
+    def _on_ready(self, _value: object) -> None:
         self.started_at = time.time()
         self.ready = True
 
-    async def _drain_router(self) -> None:
-        try:
-            await self.message_router.drain()
-        finally:
-            stats = self.message_router.get_stats()
-            left = stats.queued + stats.in_flight
-            if left:
-                log.warning(
-                    "shutdown: %d inbound messages were not handled within %s s",
-                    left,
-                    self.config.bot.shutdown_timeout,
-                )
 
-    async def _same_as_current(self) -> bool:
-        from .config.schema import config_to_dict
-
-        cur = self.config_version_manager.get_version(
-            f"v{self.config_version_manager.current_revision}"
-        )
-        return bool(cur is not None and cur.config == config_to_dict(self.config))
-
-    async def _load_plugins(self) -> None:
-        for i, spec in enumerate(self.config.bot.plugins):
-            setup = find_plugin(i, spec)
-            result = setup(self)
-            if inspect.isawaitable(result):
-                await result
-            log.info("plugin %s loaded", spec)
-
-    async def _stop(self) -> None:
-        self.ready = False
-        deadline = self.config.bot.shutdown_timeout
-        for child in reversed(self._children):
-            if child.stop is not None:
-                with trio.move_on_after(deadline):
-                    await child.stop()
-            child.scope.cancel()
-            with trio.move_on_after(deadline + 1.0) as waited:
-                await child.done.wait()
-            if waited.cancelled_caught:
-                log.error("%s did not stop within its deadline", child.name)
-        self._children.clear()
-        await self.store.close()
-
-
-_SECTIONS_NEEDING_RESTART = (
-    "bot",
-    "supervisor",
-    "fault_isolation",
-    "router",
-    "buffer",
-    "monitor",
-    "api",
-    "console",
-)
-
-
-def _needs_restart(old: NekoBotConfig, new: NekoBotConfig) -> list[str]:
-    """Sections other than ``platforms`` whose change only a restart applies.
-
-    ``api.token`` is read on every request, so rotating it needs no restart.
-    """
-    out = []
-    for name in _SECTIONS_NEEDING_RESTART:
-        a, b = getattr(old, name), getattr(new, name)
-        if name == "api":
-            a, b = attrs.evolve(a, token=None), attrs.evolve(b, token=None)
-        if a != b:
-            out.append(name)
-    return out
+def _crashed(child_id: str, error: BaseException) -> RootActorCrashed:
+    if isinstance(error, OSError | ConfigError):
+        # e.g. the API's port is taken: the message says it all
+        log.critical("%s could not run: %s", child_id, error)
+    else:
+        log.critical("root actor %s crashed", child_id, exc_info=error)
+    return RootActorCrashed(child_id, error)
 
 
 def find_plugin(index: int, spec: str) -> Callable[[NekoBot], Any]:
@@ -541,8 +448,6 @@ def find_plugin(index: int, spec: str) -> Callable[[NekoBot], Any]:
     Raises:
         ConfigError: ``bot.plugins[index]: cannot load …`` naming the cause.
     """
-    import importlib
-
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -584,16 +489,14 @@ async def open_nekobot(
     bot = NekoBot(cfg, config_path=path)
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(bot._run)
+            await bot.config_version_manager.record_start(
+                "start" if path is None else f"start from {path}"
+            )
             try:
-                await bot._start(nursery)
                 yield bot
             finally:
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(
-                        (cfg.bot.shutdown_timeout + 1.0) * (len(bot._children) + 1) + 1.0
-                    ):
-                        await bot._stop()
-                nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()  # the root stops its children in reverse order
     except BaseExceptionGroup as group:
         # One failure (a crashed root actor, or the body's own exception): raise
         # it as itself rather than wrapped in a group.

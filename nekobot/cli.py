@@ -143,6 +143,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(_run_bot, path)
+    except KeyboardInterrupt:
+        # Ctrl+C before the signal receiver was installed (during start-up):
+        # once it is, SIGINT reaches _run_bot as a signal, never as an exception.
+        return EXIT_OK
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_CONFIG

@@ -34,7 +34,7 @@ import re
 import sqlite3
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from ..errors import (
     VersionNotFound,
 )
 from ..storage import Store, transaction
+from .schema import config_to_dict, parse_config
 
 __all__ = [
     "REDACTED",
@@ -339,14 +340,16 @@ def _from_row(row: tuple[Any, ...]) -> ConfigVersion:
 # --------------------------------------------------------------------------
 # manager
 
-ApplyCallback = Callable[[dict[str, Any]], Awaitable[None]]
-
 
 class ConfigVersionManager:
     """The config history of one bot (seed API, DESIGN.md §5, plus ``get_version``).
 
-    Mutations are serialised by a Trio lock; getters are synchronous and read
-    the in-memory index.
+    It only records: applying a config to a running bot is the
+    :class:`~nekobot.config.service.ConfigService`'s job (which owns one of
+    these). A new version's revision is reserved and the in-memory index
+    updated before the store write is awaited, so concurrent callers never
+    share a revision and no lock is needed; a failed write takes the version
+    back out. Getters are synchronous and read the in-memory index.
 
     Args:
         max_versions (int): Versions kept at most; the oldest are pruned first,
@@ -366,21 +369,9 @@ class ConfigVersionManager:
         self._versions: dict[int, ConfigVersion] = {}
         self._counter = 0
         self._current: int | None = None
-        self._lock = trio.Lock()
-        self._apply: ApplyCallback | None = None
         self._opened = store is None
 
     # ---- setup -------------------------------------------------------------
-
-    def set_apply_callback(self, callback: ApplyCallback | None) -> None:
-        """Set how a rollback applies a config to the running bot.
-
-        Args:
-            callback: ``async fn(config_dict) -> None``. It must apply only (the
-                manager records the ROLLBACK version itself); raising means the
-                config was not applied.
-        """
-        self._apply = callback
 
     async def open(self) -> None:
         """Create the tables if needed and load the history from the store.
@@ -464,25 +455,27 @@ class ConfigVersionManager:
         author: str,
         restored_revision: int | None = None,
     ) -> ConfigVersion:
-        """Record one version (caller holds the lock)."""
+        """Record one version: reserve it in memory, then write it to the store."""
         if not self._opened:
             raise RuntimeError("ConfigVersionManager.open() was not awaited")
         if not isinstance(config, Mapping):
             raise InvalidRequest(f"config must be a dict, got {type(config).__name__}")
         text = _canonical(_plain(config, ""))
         revision = self._counter + 1
+        parent = self._current
         version = ConfigVersion(
             revision=revision,
             change_type=ConfigChangeType(change_type),
             description=str(description),
             author=str(author),
             created_at=time.time(),
-            parent_revision=self._current,
+            parent_revision=parent,
             restored_revision=restored_revision,
             checksum=_checksum(text),
             text=text,
         )
-        keep = dict(self._versions)
+        before = self._versions
+        keep = dict(before)
         keep[revision] = version
         pruned: list[int] = []
         for rev in sorted(keep):
@@ -492,28 +485,39 @@ class ConfigVersionManager:
                 continue
             del keep[rev]
             pruned.append(rev)
-        if self.store is not None:
-            row = _row(version)
+        self._versions, self._counter, self._current = keep, revision, revision
+        if self.store is None:
+            return version
+        row = _row(version)
 
-            def write(conn: sqlite3.Connection) -> None:
-                conn.executescript(_SCHEMA)
-                with transaction(conn):
-                    conn.execute(
-                        f"INSERT INTO config_versions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
-                    )
-                    conn.execute(
-                        "INSERT INTO config_versions_meta (key, value) VALUES ('counter', ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (revision,),
-                    )
-                    conn.executemany(
-                        "DELETE FROM config_versions WHERE revision = ?", [(r,) for r in pruned]
-                    )
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executescript(_SCHEMA)
+            with transaction(conn):
+                conn.execute(
+                    f"INSERT INTO config_versions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
+                )
+                conn.execute(
+                    "INSERT INTO config_versions_meta (key, value) VALUES ('counter', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (revision,),
+                )
+                conn.executemany(
+                    "DELETE FROM config_versions WHERE revision = ?", [(r,) for r in pruned]
+                )
 
+        try:
             await self.store.run(write)
-        self._versions = keep
-        self._counter = revision
-        self._current = revision
+        except BaseException:
+            # Not written: take it back out (its revision number is not reused).
+            self._versions = {r: v for r, v in self._versions.items() if r != revision}
+            for r in pruned:
+                if r in before:
+                    self._versions[r] = before[r]
+            if self._current == revision:
+                self._current = (
+                    parent if parent in self._versions else max(self._versions, default=None)
+                )
+            raise
         return version
 
     async def create_version(
@@ -524,6 +528,7 @@ class ConfigVersionManager:
         author: str = "system",
         *,
         base_revision: int | None = None,
+        restored_revision: int | None = None,
     ) -> ConfigVersion:
         """Record ``config`` as the new current version.
 
@@ -537,6 +542,7 @@ class ConfigVersionManager:
             author (str): Who or what.
             base_revision (int | None): Check-and-set: the revision the change
                 was based on (``0`` when there was none yet).
+            restored_revision (int | None): For a ROLLBACK, the version restored.
 
         Returns:
             ConfigVersion: The recorded version (it is now current).
@@ -546,9 +552,10 @@ class ConfigVersionManager:
             InvalidRequest: if ``config`` holds something TOML cannot (NaN, None,
                 non-string keys, objects).
         """
-        async with self._lock:
-            self._check_base(base_revision)
-            return await self._record(config, change_type, description, author)
+        self._check_base(base_revision)
+        return await self._record(
+            config, change_type, description, author, restored_revision=restored_revision
+        )
 
     async def rollback_to_version(
         self,
@@ -558,60 +565,27 @@ class ConfigVersionManager:
         author: str = "api",
         base_revision: int | None = None,
     ) -> ConfigVersion:
-        """Make an earlier version's config current again, and apply it.
+        """Record a ROLLBACK version whose config is an earlier version's.
 
-        Records a ROLLBACK version (``parent`` = the version rolled back from,
-        ``restored`` = ``version_id``) and then applies its config through the
-        apply callback (:meth:`set_apply_callback`; without one it is only
-        recorded). If applying fails, the ROLLBACK version is removed again
-        (its revision number is not reused) and the error propagates.
+        ``parent`` is the version rolled back from, ``restored`` is
+        ``version_id``. This only records (``nekobot config rollback`` with no
+        bot running); on a running bot ``bot.config_version_manager`` is the
+        config service, whose ``rollback_to_version`` applies it first.
 
         Raises:
             VersionNotFound: if ``version_id`` is unknown.
             VersionCorrupted: if its stored config fails the checksum.
             RevisionConflict: if ``base_revision`` is given and is not current.
-            Exception: whatever the apply callback raised.
         """
-        async with self._lock:
-            self._check_base(base_revision)
-            target = self.get_version(version_id)
-            config = target.config
-            version = await self._record(
-                config,
-                ConfigChangeType.ROLLBACK,
-                description or f"rollback to {target.version_id}",
-                author,
-                restored_revision=target.revision,
-            )
-        if self._apply is None:
-            return version
-        try:
-            await self._apply(config)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._discard(version)
-            raise
-        return version
-
-    async def _discard(self, version: ConfigVersion) -> None:
-        """Remove a version that never took effect (a failed rollback)."""
-        async with self._lock:
-            if self._current != version.revision:
-                return  # something newer was recorded meanwhile: leave history alone
-            if self.store is not None:
-                rev = version.revision
-
-                def delete(conn: sqlite3.Connection) -> None:
-                    conn.execute("DELETE FROM config_versions WHERE revision = ?", (rev,))
-
-                await self.store.run(delete)
-            del self._versions[version.revision]
-            parent = version.parent_revision
-            self._current = (
-                parent
-                if parent in self._versions
-                else (max(self._versions) if self._versions else None)
-            )
+        self._check_base(base_revision)
+        target = self.get_version(version_id)
+        return await self._record(
+            target.config,
+            ConfigChangeType.ROLLBACK,
+            description or f"rollback to {target.version_id}",
+            author,
+            restored_revision=target.revision,
+        )
 
     # ---- comparing -----------------------------------------------------------
 
@@ -697,8 +671,6 @@ class ConfigVersionManager:
                 (every problem by key path). Nothing is recorded.
             RevisionConflict: if ``base_revision`` is given and is not current.
         """
-        from .schema import config_to_dict, parse_config
-
         path = Path(file_path)
 
         def read() -> tuple[str, str]:
