@@ -100,14 +100,14 @@ def row(name: str, results: dict[int, float]) -> None:
     cells = []
     for n, secs in sorted(results.items()):
         per = secs / n
-        cells.append(f"N={n}: {secs:.3f} s ({per * 1e6:.0f} µs/platform, {per / base:.2f}×)")
+        cells.append(f"N={n}: {secs:.3f} s ({per * 1e6:.0f} µs/platform, {per / base:.2f}x)")
     print(f"{name:12} " + "  ".join(cells))
 
 
 async def main(max_n: int) -> None:
     logging.disable(logging.WARNING)
     sizes = [n for n in (100, 1_000, 10_000) if n <= max_n]
-    print("per-platform cost as a ratio to N=100 (1.00× = flat)")
+    print("per-platform cost as a ratio to N=100 (1.00x = flat)")
     row("from config", {n: await from_config(n) for n in sizes})
     row("adds", {n: await adds(n) for n in sizes})
     kib, idle = await memory_and_idle(1_000)
