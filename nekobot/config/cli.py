@@ -53,6 +53,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import shutil
 import sqlite3
 import sys
@@ -68,6 +69,7 @@ import trio
 from ..errors import ConfigError, NekoBotError
 from ..storage import Store
 from .schema import NekoBotConfig, load_config
+from .versions import ConfigVersionManager, redact
 
 __all__ = ["add_config_commands"]
 
@@ -145,8 +147,6 @@ def _check_durable(config: NekoBotConfig) -> None:
 
 
 async def _open_manager(config: NekoBotConfig, *, writable: bool) -> tuple[Store, Any]:
-    from .versions import ConfigVersionManager
-
     _check_durable(config)
     db = _db_path(config)
     if not await trio.to_thread.run_sync(db.is_file):
@@ -326,8 +326,6 @@ def cmd_history(config: NekoBotConfig, path: Path, args: argparse.Namespace) -> 
 
 
 def cmd_show(config: NekoBotConfig, path: Path, args: argparse.Namespace) -> int:
-    from .versions import redact
-
     version = _run(config, lambda m: m.get_version(args.version))
     print(f"# {_line(version).strip()}")
     print(f"# checksum sha256 {version.checksum}")
@@ -428,8 +426,6 @@ def cmd_import(config: NekoBotConfig, path: Path, args: argparse.Namespace) -> i
 
 
 def _quote(text: str) -> str:
-    import shlex
-
     return shlex.quote(text)
 
 
