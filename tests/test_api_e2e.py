@@ -61,9 +61,7 @@ def until_the_runtime_takes_author(bot: NekoBot) -> None:
 
     def shim(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)
-        async def call(
-            *args: Any, author: str, base_revision: int | None = None, **kw: Any
-        ) -> Any:
+        async def call(*args: Any, author: str, base_revision: int | None = None, **kw: Any) -> Any:
             current = cvm.current_revision
             if base_revision is not None and base_revision != (current or 0):
                 raise RevisionConflict(base_revision, current)
