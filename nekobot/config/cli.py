@@ -65,8 +65,10 @@ from typing import Any
 import tomli_w
 import trio
 
+from ..api.serialize import dump_json
 from ..errors import ConfigError, NekoBotError
 from ..storage import Store
+from .redaction import redact
 from .schema import NekoBotConfig, load_config
 
 __all__ = ["add_config_commands"]
@@ -210,7 +212,7 @@ def _api_rollback(config: NekoBotConfig, version_id: str) -> dict[str, Any]:
     host = "127.0.0.1" if api.host in ("0.0.0.0", "") else api.host
     host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
     url = f"http://{host}:{api.port}/api/config/rollback"
-    body = json.dumps({"version_id": version_id, "description": "rollback from the CLI"})
+    body = dump_json({"version_id": version_id, "description": "rollback from the CLI"})
     request = urllib.request.Request(
         url, data=body.encode("utf-8"), method="POST", headers={"Content-Type": "application/json"}
     )
@@ -326,8 +328,6 @@ def cmd_history(config: NekoBotConfig, path: Path, args: argparse.Namespace) -> 
 
 
 def cmd_show(config: NekoBotConfig, path: Path, args: argparse.Namespace) -> int:
-    from .versions import redact
-
     version = _run(config, lambda m: m.get_version(args.version))
     print(f"# {_line(version).strip()}")
     print(f"# checksum sha256 {version.checksum}")
