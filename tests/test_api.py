@@ -790,3 +790,23 @@ async def test_connection_config_errors_name_the_key_and_the_values_sent(
     assert r2.json()["error"]["message"] == (
         "connection.reconnect_interval: must be <= max_reconnect_interval (1.0), got 100.0"
     )
+
+
+async def test_every_answer_hides_secret_names_and_url_credentials(bot: FakeBot) -> None:
+    # The one rule (nekobot.config.redaction): keys the API used to show in
+    # clear (passwd, secret_key, api_key) and credentials inside URLs.
+    leaky = {
+        "db": {"passwd": "pw-1", "secret_key": "sk-2", "api_key": "ak-3", "user": "neko"},
+        "url": "ws://neko:pw-4@10.0.0.1:6700/?access_token=tok-5&x=1",
+    }
+    bot.message_router.get_stats = lambda: leaky  # type: ignore[method-assign]
+    with trio.fail_after(10):
+        async with _client(create_app(bot)) as c:
+            r = await c.get("/api/message/router/stats", headers=GOOD)
+    assert r.status_code == 200
+    for secret in ("pw-1", "sk-2", "ak-3", "pw-4", "tok-5"):
+        assert secret not in r.text
+    assert r.json()["stats"] == {
+        "db": {"passwd": "***", "secret_key": "***", "api_key": "***", "user": "neko"},
+        "url": "ws://***@10.0.0.1:6700/?access_token=***&x=1",
+    }
