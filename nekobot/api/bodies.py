@@ -115,6 +115,7 @@ T = TypeVar("T")
 
 
 async def read_body(request: Request) -> bytes:
+    """The whole request body (the gate's size limit applies while it streams in)."""
     chunks = []
     async for chunk in request.stream():
         chunks.append(chunk)
@@ -145,6 +146,14 @@ def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 async def parse_body(request: Request, cls: type[T]) -> T:
+    """The body as a ``cls`` instance (an empty body is ``{}``).
+
+    Raises:
+        ApiError: 400 ``invalid_json`` (not JSON, or nested deeper than
+            :data:`MAX_JSON_DEPTH`), 400 ``invalid_request`` (not an object, or
+            fields refused by cattrs; each problem names its field).
+        BodyTooLarge: if the body grows past ``[api] max_body_size``.
+    """
     raw = await read_body(request)
     try:
         data = json.loads(raw) if raw.strip() else {}
@@ -164,6 +173,11 @@ async def parse_body(request: Request, cls: type[T]) -> T:
 
 
 def query_int(request: Request, name: str, default: int | None, lo: int = 1) -> int | None:
+    """Query parameter ``name`` as an int >= ``lo`` (``default`` when absent).
+
+    Raises:
+        ApiError: 400 ``invalid_request`` naming the parameter.
+    """
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -179,6 +193,11 @@ def query_int(request: Request, name: str, default: int | None, lo: int = 1) -> 
 
 
 def query_required(request: Request, name: str) -> str:
+    """Query parameter ``name``, which must be given and not empty.
+
+    Raises:
+        ApiError: 400 ``invalid_request`` naming the parameter.
+    """
     value = request.query_params.get(name)
     if not value:
         raise ApiError(400, "invalid_request", f"{name}: required query parameter missing")
