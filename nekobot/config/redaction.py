@@ -24,6 +24,7 @@ versions and diffs, exported files, log lines) goes through these functions:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -80,7 +81,12 @@ def is_secret_key(key: object) -> bool:
     Args:
         key: A dict key or parameter name; non-strings are taken as ``str(key)``.
     """
-    words = [w.lower() for w in _WORD.findall(str(key))]
+    return _is_secret_name(key if isinstance(key, str) else str(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(key: str) -> bool:
+    words = [w.lower() for w in _WORD.findall(key)]
     if any(w.endswith(_SECRET_ENDINGS) or w in _QUALIFIED_KEYS for w in words):
         return True
     return len(words) >= 2 and words[-1] == "key" and words[-2] in KEY_QUALIFIERS
