@@ -23,7 +23,11 @@ from pathlib import Path
 
 import trio
 
+from .app import RootActorCrashed, find_plugin, open_nekobot
+from .config.cli import add_config_commands
+from .config.redaction import RedactingFilter
 from .config.schema import NekoBotConfig, load_config
+from .console.client import add_console_command
 from .errors import ConfigError
 
 __all__ = ["main"]
@@ -66,8 +70,6 @@ def _pid_file(config: NekoBotConfig) -> Path:
 
 
 async def _run_bot(config_path: str) -> None:
-    from .app import open_nekobot
-
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with open_nekobot(config_path) as bot:
             pid_file = _pid_file(bot.config)
@@ -139,8 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=getattr(logging, config.bot.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from .app import RootActorCrashed
-
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         trio.run(_run_bot, path)
     except KeyboardInterrupt:
@@ -197,8 +199,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _plugin_problems(config: NekoBotConfig) -> list[str]:
     """Import each ``[bot] plugins`` entry (without calling it), as ``run`` would."""
-    from .app import find_plugin
-
     out: list[str] = []
     for i, spec in enumerate(config.bot.plugins):
         try:
@@ -234,24 +234,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
 # ---- parser ------------------------------------------------------------------
 
 
-def _add_console_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``nekobot console`` (owned by nekobot.console)."""
-    try:
-        from .console.server import add_console_command
-    except ImportError:
-        return
-    add_console_command(sub)
-
-
-def _add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``nekobot config …`` (owned by nekobot.config.versions)."""
-    try:
-        from .config.cli import add_config_commands
-    except ImportError:
-        return
-    add_config_commands(sub)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nekobot", description="Keeps a chat bot's platform connections alive."
@@ -266,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="make the running bot re-read its config file")
     _add_config_arg(p)
     p.set_defaults(func=cmd_reload)
-    _add_console_command(sub)
-    _add_config_commands(sub)
+    add_console_command(sub)
+    add_config_commands(sub)
     return parser
 
 

@@ -21,7 +21,13 @@ from starlette.routing import Route
 from nekobot.api.app import create_app, openapi_document, serve_api
 from nekobot.config.schema import ApiConfig, NekoBotConfig, PlatformConfig, config_to_dict
 from nekobot.config.versions import ConfigChangeType, ConfigVersionManager
-from nekobot.errors import AlertNotFound, ConfigError, PlatformExists, PlatformNotFound
+from nekobot.errors import (
+    AlertNotFound,
+    ConfigError,
+    PlatformExists,
+    PlatformNotFound,
+    RevisionConflict,
+)
 
 from .fakes import FakeConfig
 
@@ -35,6 +41,9 @@ WRONG = {"Authorization": "Bearer not-the-token"}
 
 
 class FakeRuntime:
+    """The runtime manager's interface: config changes take ``author`` and
+    ``base_revision`` and do the check-and-set themselves (as the bot does)."""
+
     def __init__(self, cvm: ConfigVersionManager, bot: FakeBot) -> None:
         self.platform_configs: dict[str, PlatformConfig] = {}
         self.state: dict[str, str] = {}
@@ -48,24 +57,44 @@ class FakeRuntime:
             config_to_dict(self._bot.config), ConfigChangeType.UPDATE, what, "runtime"
         )
 
+    def _check(self, base_revision: int | None) -> None:
+        current = self._cvm.current_revision
+        if base_revision is not None and base_revision != (current or 0):
+            raise RevisionConflict(base_revision, current)
+
     def _get(self, pid: str) -> PlatformConfig:
         if pid not in self.platform_configs:
             raise PlatformNotFound(pid)
         return self.platform_configs[pid]
 
-    async def add_platform(self, pid: str, pc: PlatformConfig, auto_start: bool = True) -> None:
+    async def add_platform(
+        self,
+        pid: str,
+        pc: PlatformConfig,
+        auto_start: bool = True,
+        *,
+        author: str,
+        base_revision: int | None = None,
+    ) -> None:
+        self._check(base_revision)
         if pid in self.platform_configs:
             raise PlatformExists(pid)
         self.platform_configs[pid] = pc
         self.state[pid] = "RUNNING" if auto_start else "STOPPED"
         await self._changed(f"add {pid}")
 
-    async def remove_platform(self, pid: str) -> None:
+    async def remove_platform(
+        self, pid: str, *, author: str, base_revision: int | None = None
+    ) -> None:
+        self._check(base_revision)
         self._get(pid)
         del self.platform_configs[pid], self.state[pid]
         await self._changed(f"remove {pid}")
 
-    async def update_platform_config(self, pid: str, updates: dict[str, Any]) -> None:
+    async def update_platform_config(
+        self, pid: str, updates: dict[str, Any], *, author: str, base_revision: int | None = None
+    ) -> None:
+        self._check(base_revision)
         self.calls.append(("update", pid, updates))
         pc = self._get(pid)
         conn = attrs.evolve(pc.connection, **updates["connection"])
@@ -179,7 +208,9 @@ async def bot() -> FakeBot:
         config_to_dict(b.config), ConfigChangeType.CREATE, "start", "startup"
     )
     await b.runtime_manager.add_platform(
-        "qq", PlatformConfig(type="tests.fakes:FakePlatform", settings=FakeConfig(label="qq"))
+        "qq",
+        PlatformConfig(type="tests.fakes:FakePlatform", settings=FakeConfig(label="qq")),
+        author="test",
     )
     return b
 
@@ -697,7 +728,7 @@ async def test_a_rotated_token_takes_effect_at_once(bot: FakeBot) -> None:
 async def test_a_platform_that_cannot_start_is_409(bot: FakeBot) -> None:
     from nekobot.runtime.runtime_manager import PlatformStartError
 
-    async def fail(pid: str, pc: Any, auto_start: bool = True) -> None:
+    async def fail(pid: str, pc: Any, auto_start: bool = True, **kw: Any) -> None:
         raise PlatformStartError(pid, OSError(98, "Address already in use"))
 
     bot.runtime_manager.add_platform = fail  # type: ignore[method-assign]
@@ -718,7 +749,7 @@ async def test_a_platform_that_cannot_start_is_409(bot: FakeBot) -> None:
 
 
 async def test_replay_to_an_offline_platform_is_a_409(bot: FakeBot) -> None:
-    from nekobot.api.app import _error_response
+    from nekobot.api.errors import error_response as _error_response
     from nekobot.errors import PlatformOffline
 
     response = _error_response(PlatformOffline("platform 'qq' is not online"), 1024)
@@ -759,3 +790,23 @@ async def test_connection_config_errors_name_the_key_and_the_values_sent(
     assert r2.json()["error"]["message"] == (
         "connection.reconnect_interval: must be <= max_reconnect_interval (1.0), got 100.0"
     )
+
+
+async def test_every_answer_hides_secret_names_and_url_credentials(bot: FakeBot) -> None:
+    # The one rule (nekobot.config.redaction): keys the API used to show in
+    # clear (passwd, secret_key, api_key) and credentials inside URLs.
+    leaky = {
+        "db": {"passwd": "pw-1", "secret_key": "sk-2", "api_key": "ak-3", "user": "neko"},
+        "url": "ws://neko:pw-4@10.0.0.1:6700/?access_token=tok-5&x=1",
+    }
+    bot.message_router.get_stats = lambda: leaky  # type: ignore[method-assign]
+    with trio.fail_after(10):
+        async with _client(create_app(bot)) as c:
+            r = await c.get("/api/message/router/stats", headers=GOOD)
+    assert r.status_code == 200
+    for secret in ("pw-1", "sk-2", "ak-3", "pw-4", "tok-5"):
+        assert secret not in r.text
+    assert r.json()["stats"] == {
+        "db": {"passwd": "***", "secret_key": "***", "api_key": "***", "user": "neko"},
+        "url": "ws://***@10.0.0.1:6700/?access_token=***&x=1",
+    }

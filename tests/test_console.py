@@ -468,7 +468,7 @@ async def test_py_contains_every_base_exception_and_the_bot_lives_on(
 
 
 async def test_py_lets_the_bots_own_cancellation_through() -> None:
-    from nekobot.console.commands import PyRepl
+    from nekobot.console.repl import PyRepl
 
     repl = PyRepl(None)
     reached = False

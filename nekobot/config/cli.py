@@ -66,8 +66,12 @@ from typing import Any
 import tomli_w
 import trio
 
+from ..api.serialize import dump_json
+from ..console.client import ConsoleTarget, run_client
+from ..console.protocol import AUTH_FAILED, PROMPT
 from ..errors import ConfigError, NekoBotError
 from ..storage import Store
+from .redaction import redact
 from .schema import NekoBotConfig, load_config
 from .versions import ConfigVersionManager, redact
 
@@ -210,7 +214,7 @@ def _api_rollback(config: NekoBotConfig, version_id: str) -> dict[str, Any]:
     host = "127.0.0.1" if api.host in ("0.0.0.0", "") else api.host
     host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
     url = f"http://{host}:{api.port}/api/config/rollback"
-    body = json.dumps({"version_id": version_id, "description": "rollback from the CLI"})
+    body = dump_json({"version_id": version_id, "description": "rollback from the CLI"})
     request = urllib.request.Request(
         url, data=body.encode("utf-8"), method="POST", headers={"Content-Type": "application/json"}
     )
@@ -238,8 +242,6 @@ def _api_rollback(config: NekoBotConfig, version_id: str) -> dict[str, Any]:
 
 
 def _console_command(config: NekoBotConfig, command: str) -> str:
-    from ..console.server import AUTH_FAILED, PROMPT, ConsoleTarget, run_client
-
     con = config.console
     if con.unix_socket:
         target = ConsoleTarget(unix_socket=con.unix_socket, token=con.token)

@@ -15,10 +15,10 @@ With a :class:`~nekobot.storage.Store` the history lives in SQLite (table
 ``config_versions``) and survives restarts; without one it is kept in memory.
 At most ``max_versions`` are kept: the oldest are pruned, never the current one.
 
-Secrets (keys named ``token``, ``access_token``, ``password``, ``secret``, or
-ending in ``_token`` / ``_password`` / ``_secret``, at any depth) are redacted
-in diffs and in :meth:`ConfigVersion.to_dict` views; :meth:`export_version`
-writes them only when asked.
+Secrets (the one rule of :mod:`nekobot.config.redaction`: secret key names at
+any depth, and credentials inside URLs) are redacted in diffs and in
+:meth:`ConfigVersion.to_dict` views; :meth:`export_version` writes them only
+when asked.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ from ..errors import (
     VersionNotFound,
 )
 from ..storage import Store, transaction
+from .redaction import REDACTED as REDACTED
+from .redaction import is_secret_key as is_secret_key
+from .redaction import redact as redact
 from .schema import config_to_dict, parse_config
 
 __all__ = [
@@ -64,46 +67,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("nekobot.config.versions")
-
-REDACTED = "***"
-"""What a secret value is replaced with in views and diffs."""
-_REDACTED_CHANGED = "*** (changed)"
-
-_SECRET_NAMES = frozenset({"token", "access_token", "password", "secret"})
-_SECRET_SUFFIXES = ("_token", "_password", "_secret")
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a config key holds a secret (its value is redacted in views)."""
-    k = key.lower()
-    return k in _SECRET_NAMES or k.endswith(_SECRET_SUFFIXES)
-
-
-def redact(value: Any, other: Any = None) -> Any:
-    """A deep copy of ``value`` with every secret replaced by :data:`REDACTED`.
-
-    Args:
-        value: A config dict (or any JSON-like value).
-        other: The same config in another version, walked in parallel: a secret
-            whose value differs from ``other``'s becomes ``"*** (changed)"``,
-            so a diff still shows that a token changed without showing it.
-    """
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            o = other.get(k, _MISSING) if isinstance(other, Mapping) else _MISSING
-            if is_secret_key(str(k)):  # whatever it holds (a table, an array) is hidden
-                out[k] = REDACTED if (o is _MISSING or o == v) else _REDACTED_CHANGED
-            else:
-                out[k] = redact(v, None if o is _MISSING else o)
-        return out
-    if isinstance(value, list):
-        others = other if isinstance(other, list) else []
-        return [redact(v, others[i] if i < len(others) else None) for i, v in enumerate(value)]
-    return value
-
-
-_MISSING: Any = object()
 
 
 class ConfigChangeType(enum.Enum):

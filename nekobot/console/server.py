@@ -1,4 +1,4 @@
-"""The live debug console: a line-oriented server in the bot's nursery, and its client.
+"""The live debug console's server: a line-oriented server in the bot's nursery.
 
 The server (:func:`serve_console`) listens on loopback TCP (``[console] host,
 port``; port 0 picks a free port) or on a Unix socket (``[console]
@@ -8,47 +8,49 @@ a non-loopback ``host`` without a token is refused at start.
 
 Each connection is one *session* in its own Trio task. Errors are contained in
 the session: a refused command (unknown id, bad syntax) prints ``error: …``,
-anything ``py`` code raises (``KeyboardInterrupt``, ``SystemExit``, any
-``BaseException``; only the bot's own ``trio.Cancelled`` propagates) prints
-its traceback, and the session goes on; a client that disconnects,
-even in the middle of a command, ends only its own session. A command in
-flight is never cancelled because its client left (it may be half-way through
-a restart): it finishes, and the session ends when its answer cannot be
-written. A write that fails or stalls longer than :data:`WRITE_TIMEOUT`
-seconds ends the session.
+a command that waits on the bot longer than its deadline prints ``error:
+<what>: no answer within … s``, anything ``py`` code raises
+(``KeyboardInterrupt``, ``SystemExit``, any ``BaseException``; only the bot's
+own ``trio.Cancelled`` propagates) prints its traceback, and the session goes
+on; a client that disconnects, even in the middle of a command, ends only its
+own session. A command in flight is never cancelled because its client left
+(it may be half-way through a restart): it finishes, and the session ends when
+its answer cannot be written. A write that fails or stalls longer than
+:data:`WRITE_TIMEOUT` seconds ends the session.
 
-Protocol: the client sends UTF-8 lines; after each answer the server sends a
-prompt (``nekobot> ``, or ``>>> `` / ``... `` in ``py`` mode) without a
-newline. A client may half-close its side (EOF) after its last line: the
-server answers every line it received, then closes. ``help`` lists the
-commands. Secrets (keys named like ``token``, ``access_token``, ``password``,
-``secret``) are redacted in every config the console prints, and the values
-of the running config's secrets are masked in all console output, ``py``
-included.
+The protocol is :mod:`nekobot.console.protocol`; a client may half-close its
+side (EOF) after its last line: the server answers every line it received,
+then closes. ``help`` lists the commands. Secrets are redacted in every
+config the console prints (:mod:`nekobot.config.redaction`), and the values of
+the running config's secrets, and credentials in URLs, are masked in all
+console output, ``py`` included.
 
-The client is ``nekobot console`` (:func:`add_console_command`).
+The client is ``nekobot console`` (:mod:`nekobot.console.client`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import logging
 import os
 import shlex
 import socket
 import stat
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
-from ..config.schema import ConsoleConfig, is_loopback
+from ..config.redaction import REDACTED, redact_urls, secret_values
+from ..config.schema import ConsoleConfig, config_to_dict, is_loopback
 from ..errors import ConfigError, NekoBotError
-from .commands import PY_MORE, PY_PROMPT, REDACTED, Commands, PyRepl, TaskIds, redact, secret_values
+from .commands import Commands
+from .protocol import AUTH_FAILED, PROMPT, PY_MORE, PY_PROMPT
+from .repl import PyRepl
+from .tasks import TaskIds
+
+if TYPE_CHECKING:
+    from ..app import NekoBot
 
 __all__ = [
     "AUTH_FAILED",
@@ -56,10 +58,6 @@ __all__ = [
     "PY_MORE",
     "PY_PROMPT",
     "WRITE_TIMEOUT",
-    "ConsoleTarget",
-    "add_console_command",
-    "redact",
-    "run_client",
     "serve_console",
 ]
 
@@ -72,10 +70,8 @@ AUTH_TIMEOUT = 10.0
 MAX_LINE = 1 << 20
 """Bytes one input line may have; a longer one ends the session."""
 
-PROMPT = "nekobot> "
-"""The prompt after each answer (``py`` mode: ``>>> `` and ``... ``)."""
-AUTH_FAILED = "error: authentication failed"
-"""The only answer to a wrong or missing token; then the server closes."""
+# The client's names stay importable from here (``nekobot.console.server``)
+# for the callers that import them so; their home is ``nekobot.console.client``.
 
 # --------------------------------------------------------------------------
 # helpers
@@ -94,7 +90,8 @@ class _Session:
         self.server = server
         self.bot = server.bot
         self.stream = stream
-        self.commands = Commands(server.bot, server.task_ids)
+        self.commands: Commands | None = None
+        """Made when the session runs (it needs the session's operations nursery)."""
         self.repl: PyRepl | None = None
 
     # ---- I/O -------------------------------------------------------------
@@ -102,7 +99,7 @@ class _Session:
     def _scrub(self, text: str) -> str:
         for secret in self.server.secrets():
             text = text.replace(secret, REDACTED)
-        return text
+        return redact_urls(text)
 
     async def write(self, text: str) -> None:
         data = self._scrub(text).encode("utf-8", "replace")
@@ -147,9 +144,15 @@ class _Session:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_lines, send)
             try:
-                await self._serve(recv)
-            except _SessionEnd:
-                pass
+                # Calls that wait on the bot run here: one that timed out goes
+                # on (it is never cancelled because its client left), and the
+                # session ends when it has finished.
+                async with trio.open_nursery() as operations:
+                    self.commands = Commands(self.bot, self.server.task_ids, operations)
+                    try:
+                        await self._serve(recv)
+                    except _SessionEnd:
+                        pass
             finally:
                 nursery.cancel_scope.cancel()
 
@@ -168,7 +171,7 @@ class _Session:
                 log.warning("console: a client failed to authenticate")
                 await self.write(AUTH_FAILED + "\n")
                 return
-        name = getattr(getattr(self.bot.config, "bot", None), "name", "nekobot")
+        name = self.bot.config.bot.name
         await self.write(f"nekobot console ({name}); type 'help' for the commands\n{PROMPT}")
         async for line in lines:
             if not await self.handle(line):
@@ -207,6 +210,7 @@ class _Session:
                 "async Python REPL: `await` works, `bot` is the live bot; `exit` leaves\n"
             )
             return True
+        assert self.commands is not None
         command = self.commands.table().get(name)
         if command is None:
             await self.write(f"error: unknown command {name!r}; type 'help'\n")
@@ -227,27 +231,24 @@ class _Session:
 
 
 class _ConsoleServer:
-    def __init__(self, bot: Any, cfg: ConsoleConfig) -> None:
+    def __init__(self, bot: NekoBot, cfg: ConsoleConfig) -> None:
         self.bot = bot
         self.cfg = cfg
         self.task_ids = TaskIds()
         self.sessions = 0
         """Sessions open now."""
         self._secrets: set[str] = set()
-        self._secrets_for: Any = object()
+        self._secrets_for: object = object()
 
     def secrets(self) -> set[str]:
         """Secret values to mask in all output: the console token and the
         running config's secrets (recomputed when ``bot.config`` changes)."""
-        config = getattr(self.bot, "config", None)
+        config = self.bot.config
         if config is not self._secrets_for:
             out: set[str] = set()
             if self.cfg.token and len(self.cfg.token) >= 4:
                 out.add(self.cfg.token)
-            from ..config.schema import NekoBotConfig, config_to_dict
-
-            if isinstance(config, NekoBotConfig):
-                secret_values(config_to_dict(config), out)
+            secret_values(config_to_dict(config), out)
             self._secrets, self._secrets_for = out, config
         return self._secrets
 
@@ -304,7 +305,7 @@ async def _unix_listener(path: str) -> trio.SocketListener:
 
 
 async def serve_console(
-    bot: Any,
+    bot: NekoBot,
     cfg: ConsoleConfig,
     *,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
@@ -312,7 +313,7 @@ async def serve_console(
     """Serve the debug console until cancelled.
 
     Args:
-        bot: The live ``NekoBot`` handle (what the commands inspect and ``py``
+        bot (NekoBot): The live handle (what the commands inspect and ``py``
             calls ``bot``).
         cfg (ConsoleConfig): ``[console]``: ``host``/``port`` (TCP; port 0
             picks a free one) or ``unix_socket`` (mode 0600), and ``token``.
@@ -370,197 +371,3 @@ def _remove_socket(path: str, ino: int) -> None:
 
 # --------------------------------------------------------------------------
 # the client: ``nekobot console``
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-
-
-@attrs.frozen
-class ConsoleTarget:
-    """Where ``nekobot console`` connects."""
-
-    host: str | None = None
-    port: int | None = None
-    unix_socket: str | None = None
-    token: str | None = None
-
-    def describe(self) -> str:
-        return self.unix_socket if self.unix_socket else f"{self.host}:{self.port}"
-
-
-def resolve_target(args: argparse.Namespace) -> ConsoleTarget:
-    """The console address and token from the arguments and the config file.
-
-    Explicit ``--host/--port/--unix/--token`` win; the rest comes from
-    ``[console]`` of the config file (``-c``, else ``$NEKOBOT_CONFIG``, else
-    ``./nekobot.toml``). The token may also come from ``$NEKOBOT_CONSOLE_TOKEN``.
-
-    Raises:
-        ConfigError: if the config file is needed (or named with ``-c``) and
-            invalid, or the arguments contradict each other.
-    """
-    from ..config.schema import load_config
-
-    if args.unix and (args.host or args.port is not None):
-        raise ConfigError(["console: give either --unix or --host/--port, not both"])
-    explicit = bool(args.unix or args.port is not None)
-    path = args.config or os.environ.get("NEKOBOT_CONFIG", "nekobot.toml")
-    cfg: ConsoleConfig | None = None
-    if args.config or not explicit:
-        cfg = load_config(path).console
-    elif Path(path).is_file():
-        try:
-            cfg = load_config(path).console
-        except ConfigError:
-            cfg = None  # explicit address: the default file is only a source of defaults
-    token = args.token or os.environ.get("NEKOBOT_CONSOLE_TOKEN") or (cfg.token if cfg else None)
-    if args.unix:
-        return ConsoleTarget(unix_socket=args.unix, token=token)
-    if cfg is not None and cfg.unix_socket and not args.host and args.port is None:
-        return ConsoleTarget(unix_socket=cfg.unix_socket, token=token)
-    host = args.host or (cfg.host if cfg else "127.0.0.1")
-    port = args.port if args.port is not None else (cfg.port if cfg else None)
-    if not port:
-        raise ConfigError(
-            [f"console.port: {port!r} names no fixed port (0 is ephemeral); pass --port"]
-        )
-    if cfg is not None and not cfg.enable and not explicit:
-        print(f"note: [console] enable is false in {path}", file=sys.stderr)
-    return ConsoleTarget(host=host, port=port, token=token)
-
-
-async def run_client(
-    target: ConsoleTarget,
-    read_line: Callable[[], bytes],
-    write: Callable[[bytes], None],
-) -> int:
-    """Relay lines from ``read_line`` to the console and its answers to ``write``.
-
-    Args:
-        target (ConsoleTarget): Where to connect.
-        read_line: Blocking; returns one line (bytes, with its newline) or
-            ``b""`` at end of input. Runs in a worker thread.
-        write: Prints a chunk of the console's output. It may raise
-            ``BrokenPipeError`` when its reader is gone: the session then
-            ends quietly.
-
-    Returns:
-        int: 0 when the session ended normally (or the output's reader left),
-        1 if authentication failed.
-
-    Raises:
-        OSError: if the console cannot be reached.
-    """
-    if target.unix_socket:
-        stream: trio.abc.HalfCloseableStream = await trio.open_unix_socket(target.unix_socket)
-    else:
-        assert target.host is not None and target.port is not None
-        stream = await trio.open_tcp_stream(target.host, target.port)
-    head = bytearray()
-    async with stream:
-        if target.token:
-            await stream.send_all(target.token.encode("utf-8") + b"\n")
-
-        async def pump_input() -> None:
-            while True:
-                line = await trio.to_thread.run_sync(read_line, abandon_on_cancel=True)
-                if not line:
-                    break
-                try:
-                    await stream.send_all(line if line.endswith(b"\n") else line + b"\n")
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-            try:
-                await stream.send_eof()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump_input)
-            while True:
-                try:
-                    data = await stream.receive_some(65536)
-                except trio.BrokenResourceError:
-                    data = b""
-                if not data:
-                    break
-                if len(head) < 64:
-                    head += data[:64]
-                try:
-                    write(bytes(data))
-                except BrokenPipeError:
-                    break  # nobody reads our output any more (`| head`): end quietly
-            nursery.cancel_scope.cancel()
-    return EXIT_FAILURE if bytes(head).startswith(AUTH_FAILED.encode()) else EXIT_OK
-
-
-def cmd_console(args: argparse.Namespace) -> int:
-    """``nekobot console``: exit 0, 1 (cannot connect, refused) or 2 (bad config/arguments).
-
-    Exit 0 as well, without a traceback, when stdout's reader leaves early
-    (``nekobot console | head``).
-    """
-    try:
-        target = resolve_target(args)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
-
-    def write(data: bytes) -> None:
-        try:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            # ``nekobot console | head``: the reader left. Point stdout at
-            # /dev/null so the flush at interpreter exit cannot fail again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, sys.stdout.fileno())
-            finally:
-                os.close(devnull)
-            raise
-
-    try:
-        code = trio.run(run_client, target, sys.stdin.buffer.readline, write)
-    except OSError as exc:
-        print(
-            f"nekobot console: cannot connect to {target.describe()}: {exc} "
-            "(is the bot running with [console] enable = true?)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return EXIT_OK
-    if code == EXIT_FAILURE:
-        print("nekobot console: the console refused the token (see --token)", file=sys.stderr)
-    elif sys.stdout.isatty():
-        print()
-    return code
-
-
-def add_console_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``nekobot console [-c FILE] [--host H --port P | --unix PATH] [--token T]``."""
-    p = sub.add_parser(
-        "console",
-        help="connect to a running bot's debug console",
-        description="Connect to a running bot's debug console and relay stdin lines "
-        "(works with piped input). The address and token default to [console] of "
-        "the config file.",
-    )
-    p.add_argument(
-        "-c",
-        "--config",
-        default=None,
-        metavar="FILE",
-        help="config file (default: $NEKOBOT_CONFIG or ./nekobot.toml)",
-    )
-    p.add_argument("--host", default=None, help="console host (default: [console] host)")
-    p.add_argument("--port", type=int, default=None, help="console TCP port")
-    p.add_argument("--unix", default=None, metavar="PATH", help="console Unix socket")
-    p.add_argument(
-        "--token",
-        default=None,
-        help="console token (default: $NEKOBOT_CONSOLE_TOKEN, else [console] token)",
-    )
-    p.set_defaults(func=cmd_console)
