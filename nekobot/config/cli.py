@@ -73,7 +73,7 @@ from ..errors import ConfigError, NekoBotError
 from ..storage import Store
 from .redaction import redact
 from .schema import NekoBotConfig, load_config
-from .versions import ConfigVersionManager, redact
+from .versions import ConfigVersionManager
 
 __all__ = ["add_config_commands"]
 

@@ -154,10 +154,10 @@ class ActorRef(Generic[M]):
             raise ActorStopped(f"actor {self.name!r} is not running") from None
 
     @overload
-    async def call(self, msg: Request[R], *, timeout: float = 5.0) -> R: ...  # noqa: ASYNC109
+    async def call(self, msg: Request[R], *, timeout: float = 5.0) -> R: ...
     @overload
-    async def call(self, msg: M, *, timeout: float = 5.0) -> Any: ...  # noqa: ASYNC109
-    async def call(self, msg: Any, *, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 - seed API
+    async def call(self, msg: M, *, timeout: float = 5.0) -> Any: ...
+    async def call(self, msg: Any, *, timeout: float = 5.0) -> Any:
         """Send ``msg`` and wait for the actor's reply.
 
         Args:
