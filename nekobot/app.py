@@ -30,7 +30,8 @@ from typing import Any
 import attrs
 import trio
 
-from .config.schema import NekoBotConfig, load_config, parse_config
+from .config.loader import load_config, parse_config
+from .config.schema import NekoBotConfig
 from .errors import (
     ConfigError,
     ConnectionClosed,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import trio
 
-from .config.schema import NekoBotConfig, load_config
+from .config.loader import load_config
+from .config.schema import NekoBotConfig
 from .errors import ConfigError
 
 __all__ = ["main"]

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nekobot.config.schema import (
-    NekoBotConfig,
-    config_to_dict,
-    dumps_config,
-    load_config,
-    parse_config,
-)
+from nekobot.config.loader import load_config, parse_config
+from nekobot.config.schema import NekoBotConfig, config_to_dict, dumps_config
 from nekobot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

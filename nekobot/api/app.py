@@ -71,7 +71,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..config.schema import ApiConfig, converter, is_loopback, parse_config, structure_section
+from ..config.loader import parse_config
+from ..config.schema import ApiConfig, converter, structure_section
+from ..config.validators import is_loopback
 from ..config.versions import redact
 from ..errors import (
     ActorStopped,

@@ -67,7 +67,8 @@ import trio
 
 from ..errors import ConfigError, NekoBotError
 from ..storage import Store
-from .schema import NekoBotConfig, load_config
+from .loader import load_config
+from .schema import NekoBotConfig
 
 __all__ = ["add_config_commands"]
 

@@ -697,7 +697,8 @@ class ConfigVersionManager:
                 (every problem by key path). Nothing is recorded.
             RevisionConflict: if ``base_revision`` is given and is not current.
         """
-        from .schema import config_to_dict, parse_config
+        from .loader import parse_config
+        from .schema import config_to_dict
 
         path = Path(file_path)
 

@@ -638,7 +638,7 @@ class Commands:
             )
             return _render_diff(diff)
         if sub == "import" and len(rest) == 1:
-            from ..config.schema import load_config
+            from ..config.loader import load_config
 
             new_config = await trio.to_thread.run_sync(load_config, rest[0])
             version = await self.bot.apply_config(

@@ -46,7 +46,8 @@ from typing import Any
 import attrs
 import trio
 
-from ..config.schema import ConsoleConfig, is_loopback
+from ..config.schema import ConsoleConfig
+from ..config.validators import is_loopback
 from ..errors import ConfigError, NekoBotError
 from .commands import PY_MORE, PY_PROMPT, REDACTED, Commands, PyRepl, TaskIds, redact, secret_values
 
@@ -400,7 +401,7 @@ def resolve_target(args: argparse.Namespace) -> ConsoleTarget:
         ConfigError: if the config file is needed (or named with ``-c``) and
             invalid, or the arguments contradict each other.
     """
-    from ..config.schema import load_config
+    from ..config.loader import load_config
 
     if args.unix and (args.host or args.port is not None):
         raise ConfigError(["console: give either --unix or --host/--port, not both"])
