@@ -688,7 +688,7 @@ class ConfigVersionManager:
     ) -> ConfigVersion:
         """Validate a TOML file and record it as the new current version (UPDATE).
 
-        The file is validated with :func:`~nekobot.config.schema.parse_config`
+        The file is validated with :func:`~nekobot.config.loader.parse_config`
         (``${NAME}`` variables expanded) and recorded in its normalised form
         (defaults filled in). It is not applied; roll back to it to apply it.
 

@@ -15,9 +15,7 @@ import json
 import math
 import re
 from collections.abc import Hashable, Mapping
-from typing import Any
-
-import attrs
+from typing import Any, NamedTuple
 
 from ...config.validators import nesting_exceeds
 from ...errors import OneBotActionFailed
@@ -66,16 +64,14 @@ class Drop(enum.Enum):
     """JSON whose strings hold a lone surrogate (``"\\ud800"``): not Unicode text."""
 
 
-@attrs.frozen
-class Event:
+class Event(NamedTuple):
     """An event frame (``post_type`` is a non-empty string)."""
 
     post_type: str
     body: dict[str, Any]
 
 
-@attrs.frozen
-class Response:
+class Response(NamedTuple):
     """An action response frame."""
 
     body: dict[str, Any]
