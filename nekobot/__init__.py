@@ -12,12 +12,12 @@ from .buffer.message_buffer import BufferPolicy as BufferPolicy
 from .buffer.message_buffer import BufferStats as BufferStats
 from .buffer.message_buffer import MessageBuffer as MessageBuffer
 from .buffer.message_buffer import OverflowStrategy as OverflowStrategy
+from .config.loader import load_config as load_config
+from .config.loader import parse_config as parse_config
 from .config.schema import NekoBotConfig as NekoBotConfig
 from .config.schema import PlatformConfig as PlatformConfig
 from .config.schema import config_to_dict as config_to_dict
 from .config.schema import dumps_config as dumps_config
-from .config.schema import load_config as load_config
-from .config.schema import parse_config as parse_config
 from .config.service import ConfigService as ConfigService
 from .config.service import ConfigSnapshot as ConfigSnapshot
 from .config.versions import ConfigChangeType as ConfigChangeType

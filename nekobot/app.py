@@ -32,7 +32,8 @@ import trio
 
 from .api.app import serve_api
 from .buffer.message_buffer import MessageBuffer
-from .config.schema import NekoBotConfig, PlatformConfig, load_config, parse_config
+from .config.loader import load_config, parse_config
+from .config.schema import NekoBotConfig, PlatformConfig
 from .config.service import ConfigService, PlatformChanges
 from .config.versions import ConfigVersion, ConfigVersionManager
 from .console.server import serve_console

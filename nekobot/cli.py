@@ -25,8 +25,9 @@ import trio
 
 from .app import RootActorCrashed, find_plugin, open_nekobot
 from .config.cli import add_config_commands
+from .config.loader import load_config
 from .config.redaction import RedactingFilter
-from .config.schema import NekoBotConfig, load_config
+from .config.schema import NekoBotConfig
 from .console.client import add_console_command
 from .errors import ConfigError
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nekobot.config.schema import (
-    NekoBotConfig,
-    config_to_dict,
-    dumps_config,
-    load_config,
-    parse_config,
-)
+from nekobot.config.loader import load_config, parse_config
+from nekobot.config.schema import NekoBotConfig, config_to_dict, dumps_config
 from nekobot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,3 +234,118 @@ def test_a_long_bad_value_is_named_not_echoed_in_full() -> None:
     (problem,) = problems_of({"api": {"port": "x" * 5000}})
     assert problem.startswith("api.port: expected int, got 'xxxx")
     assert len(problem) < 120 and problem.endswith("…")
+
+
+def test_connection_jitter_above_one_is_refused_by_path() -> None:
+    problems = problems_of({"platforms": {"qq": {"type": FAKE, "connection": {"jitter": 1.5}}}})
+    assert problems == ["platforms.qq.connection.jitter: must be <= 1, got 1.5"]
+
+
+def test_one_validators_module_names_the_field() -> None:
+    from nekobot.config.schema import ApiConfig, ConnectionConfig, SupervisorConfig
+    from nekobot.errors import FieldValueError
+    from nekobot.platforms.onebot_v11 import OneBotV11Config
+
+    cases: list[tuple[Any, dict[str, Any], str]] = [
+        (ApiConfig, {"port": 70000}, "must be 0..65535, got 70000"),
+        (SupervisorConfig, {"jitter": -0.5}, "must be between 0 and 1, got -0.5"),
+        (SupervisorConfig, {"period": float("nan")}, "must be a finite number, got nan"),
+        (ConnectionConfig, {"heartbeat_timeout": 0.0}, "must be > 0, got 0.0"),
+        (ConnectionConfig, {"stable_after": float("inf")}, "must be a finite number, got inf"),
+        (ConnectionConfig, {"reconnect_interval": "soon"}, "must be >= 0, got 'soon'"),
+        (OneBotV11Config, {"path": 5}, "must start with '/', got 5"),
+        (OneBotV11Config, {"mode": None}, "must be 'reverse' or 'forward', got None"),
+    ]
+    for cls, kw, text in cases:
+        with pytest.raises(FieldValueError) as info:
+            cls(**kw)
+        assert (info.value.field, str(info.value)) == (next(iter(kw)), text)
+    assert ConnectionConfig(heartbeat_timeout=None).heartbeat_timeout is None
+
+
+def test_is_loopback() -> None:
+    from nekobot.config.validators import is_loopback
+
+    for host in ("localhost", "127.0.0.1", "127.8.9.10", "::1"):
+        assert is_loopback(host)
+    for host in ("0.0.0.0", "::", "10.0.0.1", "example.com", ""):
+        assert not is_loopback(host)
+
+
+def test_platform_types_are_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    from nekobot.platforms import base
+    from tests.fakes import FakePlatform
+
+    scans: list[str] = []
+
+    def entry_points(*, group: str) -> list[EntryPoint]:
+        scans.append(group)
+        return [EntryPoint("fake_ep", "tests.fakes:FakePlatform", group)]
+
+    monkeypatch.setattr(base, "entry_points", entry_points)
+    base._entry_points.cache_clear()
+    base.load_platform_class.cache_clear()
+    try:
+        for _ in range(100):
+            assert base.load_platform_class("fake_ep") is FakePlatform
+            assert base.load_platform_class(FAKE) is FakePlatform
+            with pytest.raises(LookupError, match="unknown platform type 'nope'"):
+                base.load_platform_class("nope")
+        assert scans == ["nekobot.platforms"]  # once, not once per lookup
+    finally:
+        base._entry_points.cache_clear()
+        base.load_platform_class.cache_clear()
+
+
+def test_a_failed_platform_lookup_is_not_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (problem,) = problems_of({"platforms": {"x": {"type": "nb_late_plugin:Late"}}})
+    assert problem.startswith("platforms.x.type: cannot import platform type 'nb_late_plugin:Late'")
+    (tmp_path / "nb_late_plugin.py").write_text(
+        "import attrs\n"
+        "from nekobot.platforms.base import PlatformActor\n"
+        "@attrs.frozen\n"
+        "class LateConfig:\n"
+        "    pass\n"
+        "class Late(PlatformActor):\n"
+        "    config_class = LateConfig\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = parse_config({"platforms": {"x": {"type": "nb_late_plugin:Late"}}})
+    assert config.platforms["x"].type == "nb_late_plugin:Late"
+
+
+def test_a_plugin_that_raises_on_import_is_a_config_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "nb_broken_plugin.py").write_text("raise RuntimeError('broken on purpose')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (problem,) = problems_of({"platforms": {"x": {"type": "nb_broken_plugin:P"}}})
+    assert problem == (
+        "platforms.x.type: cannot import platform type 'nb_broken_plugin:P': broken on purpose"
+    )
+
+
+def test_config_schema_imports_no_platform_code() -> None:
+    # The layering that keeps the import graph acyclic (issue 10): the schema and
+    # validators sit below the platforms; only the loader reaches up to them.
+    import ast
+
+    import nekobot.config.schema
+    import nekobot.config.validators
+    import nekobot.platforms.base
+
+    for module in (nekobot.config.schema, nekobot.config.validators, nekobot.platforms.base):
+        assert module.__file__ is not None
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.col_offset == 0, f"{module.__name__}: a function-level import"
+                target = node.module or ""
+                assert not target.startswith(("platforms", "runtime", "app", "api")), (
+                    f"{module.__name__} imports {target}"
+                )
+                assert target != "loader", f"{module.__name__} imports the loader"

@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from nekobot.cli import main
-from nekobot.config.schema import config_to_dict, load_config
+from nekobot.config.loader import load_config
+from nekobot.config.schema import config_to_dict
 from nekobot.config.versions import ConfigChangeType, ConfigVersionManager
 from nekobot.storage import Store
 
@@ -240,7 +241,7 @@ async def _label(bot: Any) -> str:
 @pytest.mark.parametrize("via", ["api", "console"])
 async def test_rollback_applies_to_the_running_bot(tmp_path: Path, via: str, capsys) -> None:
     from nekobot.app import open_nekobot
-    from nekobot.config.schema import parse_config
+    from nekobot.config.loader import parse_config
 
     with trio.fail_after(20):
         async with open_nekobot(_running_bot_config(tmp_path)) as bot:

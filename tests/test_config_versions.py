@@ -19,7 +19,8 @@ import tomli_w
 import trio
 from hypothesis import HealthCheck, given, settings
 
-from nekobot.config.schema import config_to_dict, parse_config
+from nekobot.config.loader import parse_config
+from nekobot.config.schema import config_to_dict
 from nekobot.config.versions import REDACTED, ConfigChangeType, ConfigVersionManager, redact
 from nekobot.errors import (
     ConfigError,

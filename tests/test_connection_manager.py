@@ -482,3 +482,72 @@ async def test_a_failing_connect_callback_does_not_drop_the_link(
         assert m.status is ConnectionStatus.CONNECTED
         assert len(m.attempt_times) == 1
         nursery.cancel_scope.cancel()
+
+
+# ---- the one Backoff -----------------------------------------------------------
+
+
+def test_reconnect_delays_are_the_core_backoff() -> None:
+    from nekobot.core.backoff import Backoff
+
+    m = ConnectionManager("p", cfg(jitter=0.25, stable_after=12.0))
+    assert m.backoff == Backoff(
+        minimum=1.0, maximum=10.0, factor=2.0, jitter=0.25, reset_after=12.0
+    )
+    # failure n waits restart number n - 1; a huge count saturates at the cap
+    assert m.backoff_delay(1) == m.backoff.base(0) == 1.0
+    assert m.backoff_delay(10**6) == 10.0
+
+
+async def test_jitter_is_applied_before_the_cap(autojump_clock: trio.testing.MockClock) -> None:
+    from nekobot.core.backoff import Backoff
+
+    m = ConnectionManager("p", cfg(jitter=0.5), rng=random.Random(3))
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(m.run, failing)
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(rel(m.attempt_times, t0))]
+    same = Backoff(minimum=1.0, maximum=10.0, factor=2.0, jitter=0.5)
+    rng = random.Random(3)
+    assert gaps == pytest.approx([same.delay(n, rng) for n in range(len(gaps))], abs=1e-6)
+    # from the 6th failure on, even the lowest jittered delay (32 * 0.5) is above
+    # the 10 s cap: the delay is the cap itself, never a draw below it
+    assert gaps[5:] == pytest.approx([10.0] * len(gaps[5:]), abs=1e-6)
+    assert len(set(round(g, 6) for g in gaps[:4])) > 1  # jitter below the cap varies
+
+
+def test_jitter_above_one_is_refused() -> None:
+    from nekobot.errors import FieldValueError
+
+    # uniform(d * (1 - j), d * (1 + j)) with j > 1 can draw a negative delay,
+    # which trio.move_on_after refuses: the reconnect loop would crash
+    with pytest.raises(FieldValueError, match=r"must be <= 1, got 1.5") as info:
+        ConnectionConfig(jitter=1.5)
+    assert info.value.field == "jitter"
+    assert ConnectionConfig(jitter=1.0).jitter == 1.0
+
+
+async def test_callbacks_given_at_construction(autojump_clock: trio.testing.MockClock) -> None:
+    events: list[str] = []
+
+    async def up() -> None:
+        events.append("up")
+
+    async def down() -> None:
+        events.append("down")
+
+    async def connector(link: Link) -> None:
+        await link.up()
+        await trio.sleep(1)
+
+    m = ConnectionManager(
+        "p", cfg(auto_reconnect=False), connect_callback=up, disconnect_callback=down
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(m.run, connector)
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert events == ["up", "down"]
+    assert m.get_connection_stats().last_heartbeat is not None

@@ -308,7 +308,7 @@ def test_no_reply_to_an_event_whose_target_is_not_an_id() -> None:
         "send_group_msg",
         {"group_id": 30001, "self_id": 1},
     )
-    for bad in (float("inf"), None, True, {"x": 1}, "abc", 1.5):
+    for bad in (float("inf"), None, True, {"x": 1}, "abc", 1.5, "²", "\u0661\u0662", "-5"):
         assert reply_target({**group, "group_id": bad}) is None
     assert reply_target({"message_type": "private", "user_id": None}) is None
 

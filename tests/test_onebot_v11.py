@@ -133,7 +133,7 @@ def test_config_validation() -> None:
     ],
 )
 def test_config_errors_name_the_key(key: str, value: Any, text: str | None) -> None:
-    from nekobot.config.schema import parse_config
+    from nekobot.config.loader import parse_config
     from nekobot.errors import ConfigError, FieldValueError
 
     with pytest.raises(ConfigError) as info:
@@ -842,8 +842,18 @@ async def test_send_refuses_non_object_content() -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+ODD = st.one_of(
+    st.integers(min_value=-(10**400), max_value=10**400),  # beyond a float's range
+    st.text(alphabet="-0123456789²\u0661 ", max_size=6),  # digit-like text int() refuses
+    st.just(float("inf")),
+)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | ODD,
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
     ),
@@ -870,12 +880,12 @@ FRAMES = st.one_of(
 @settings(max_examples=80, deadline=None)
 @given(st.lists(FRAMES, max_size=12))
 def test_every_frame_is_classified_and_none_raises(frames: list[str | bytes]) -> None:
-    from nekobot.platforms.onebot_v11.platform import _Conn
+    from nekobot.platforms.onebot_v11.connections import Conn
 
     async def main() -> OneBotV11Platform:
         platform = OneBotV11Platform("qq", OneBotV11Config(port=0, max_frame_size=64 * 1024))
         link = platform.connection_manager._new_link()
-        conn = _Conn(ws=None, link=link, self_id="10001", role="Universal")  # type: ignore[arg-type]
+        conn = Conn(ws=None, link=link, self_id="10001", role="Universal")  # type: ignore[arg-type]
         for frame in frames:
             await platform._on_frame(conn, frame)
         # events wait in the platform's inbox until its emitter hands them on
@@ -892,6 +902,7 @@ def test_every_frame_is_classified_and_none_raises(frames: list[str | bytes]) ->
     dropped = sum(v for k, v in c.items() if k.startswith("dropped_"))
     assert c["frames_received"] == len(frames)
     assert c["events"] + c["responses"] + dropped == len(frames)
+    assert c["frames_failed"] == 0
     assert len(emitted(platform)) == c["events"]
     for m in emitted(platform):
         assert isinstance(m.content, dict) and m.message_type == m.content["post_type"]

@@ -36,7 +36,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..config.schema import ApiConfig, is_loopback
+from ..config.schema import ApiConfig
+from ..config.validators import is_loopback
 from ..errors import ConfigError
 from .deadline import OPERATOR_DEADLINE, OperationNursery
 from .errors import error_json, error_response

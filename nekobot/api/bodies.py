@@ -17,6 +17,7 @@ import attrs
 from starlette.requests import Request
 
 from ..config.schema import structure_section
+from ..config.validators import nesting_exceeds
 from .errors import ApiError
 
 __all__ = [
@@ -128,23 +129,6 @@ MAX_JSON_DEPTH = 64
 _TOO_DEEP = f"body: JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)"
 
 
-def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether ``value`` nests objects/arrays more than ``limit`` levels (no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 async def parse_body(request: Request, cls: type[T]) -> T:
     """The body as a ``cls`` instance (an empty body is ``{}``).
 
@@ -161,7 +145,7 @@ async def parse_body(request: Request, cls: type[T]) -> T:
         raise ApiError(400, "invalid_json", _TOO_DEEP) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"body: not valid JSON ({exc})") from None
-    if _too_deep(data):
+    if nesting_exceeds(data, MAX_JSON_DEPTH):
         # Refused before cattrs, redaction and the config parser recurse into it.
         raise ApiError(400, "invalid_json", _TOO_DEEP)
     if not isinstance(data, dict):

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config.schema import ApiConfig, parse_config, structure_section
+from ..config.loader import parse_config
+from ..config.schema import ApiConfig, structure_section
 from ..config.schema import converter as config_converter
 from ..errors import PlatformNotFound
 from ..monitor.status_monitor import AlertLevel

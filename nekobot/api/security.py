@@ -30,7 +30,8 @@ import hmac
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from ..config.schema import ApiConfig, is_loopback
+from ..config.schema import ApiConfig
+from ..config.validators import is_loopback
 from .errors import BodyTooLarge, error_json
 
 if TYPE_CHECKING:

@@ -71,8 +71,9 @@ from ..console.client import ConsoleTarget, run_client
 from ..console.protocol import AUTH_FAILED, PROMPT
 from ..errors import ConfigError, NekoBotError
 from ..storage import Store
+from .loader import load_config
 from .redaction import redact
-from .schema import NekoBotConfig, load_config
+from .schema import NekoBotConfig
 from .versions import ConfigVersionManager
 
 __all__ = ["add_config_commands"]

@@ -1,22 +1,20 @@
-"""The shape of ``nekobot.toml``: attrs classes, one cattrs converter, load and dump.
+"""The shape of ``nekobot.toml``: frozen attrs classes and the one cattrs converter.
 
-Every section of DESIGN.md has a frozen attrs class here. :func:`load_config`
-and :func:`parse_config` validate a whole file and report **every** problem by
-key path (``platforms.qq.port: expected int, got 'abc'``); unknown keys are
-errors. Strings may name environment variables as ``${NAME}`` (or
-``${NAME:-default}``), so secrets need not live in the file.
+Every section of DESIGN.md has a frozen attrs class here, ``[platforms.<id>]``
+included (:class:`PlatformConfig`, with its ``[platforms.<id>.connection]``
+table, :class:`ConnectionConfig`). :func:`structure_section` turns one table
+into its class and reports every problem by key path
+(``platforms.qq.port: expected int, got 'abc'``); unknown keys are errors.
+:func:`config_to_dict` / :func:`dumps_config` go the other way.
 
-Each ``[platforms.<id>]`` table has the common keys ``type``, ``enabled`` and
-``[platforms.<id>.connection]`` (:class:`~nekobot.connection_manager.ConnectionConfig`);
-every other key is validated by the platform class's ``config_class``.
+Reading a whole file (``${NAME}`` variables, the platform ``type`` lookup,
+checks across sections) is :mod:`nekobot.config.loader`, which sits above
+the platforms; this module imports no platform code.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -26,13 +24,23 @@ import cattrs
 import tomli_w
 from cattrs.preconf.tomllib import make_converter
 
-from ..errors import ConfigError, FieldValueError
-from ..platforms.connection_manager import ConnectionConfig
+from ..errors import FieldValueError
+from .validators import (
+    ALLOW_INF,
+    check,
+    non_negative,
+    port_number,
+    positive,
+    require_not_above,
+    unit_interval,
+)
 
 __all__ = [
+    "SECTIONS",
     "ApiConfig",
     "BotConfig",
     "BufferConfig",
+    "ConnectionConfig",
     "ConsoleConfig",
     "FaultIsolationConfig",
     "MonitorConfig",
@@ -43,47 +51,9 @@ __all__ = [
     "config_to_dict",
     "converter",
     "dumps_config",
-    "load_config",
-    "parse_config",
+    "platform_to_dict",
     "structure_section",
 ]
-
-
-ALLOW_INF = {"allow_inf": True}
-"""Field metadata: this float may be ``inf`` (its docstring says what that means)."""
-
-
-def _check(pred: Callable[[Any], bool], text: str) -> Any:
-    def validator(_inst: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is None:
-            return
-        if (
-            isinstance(value, float)
-            and math.isinf(value)
-            and not attribute.metadata.get("allow_inf", False)
-        ):
-            raise FieldValueError(attribute.name, f"must be a finite number, got {value!r}")
-        if not pred(value):
-            raise FieldValueError(attribute.name, f"{text}, got {value!r}")
-
-    return validator
-
-
-def _not_above(low: str, high: str) -> Callable[[Any], None]:
-    """A post-init check: ``low`` must not exceed ``high`` (names the ``low`` field)."""
-
-    def check(inst: Any) -> None:
-        lo, hi = getattr(inst, low), getattr(inst, high)
-        if lo is not None and hi is not None and lo > hi:
-            raise FieldValueError(low, f"must be <= {high} ({hi!r}), got {lo!r}")
-
-    return check
-
-
-non_negative = _check(lambda v: v >= 0, "must be >= 0")
-positive = _check(lambda v: v > 0, "must be > 0")
-unit_interval = _check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
-port_number = _check(lambda v: 0 <= v <= 65535, "must be a port number 0..65535")
 
 
 # --------------------------------------------------------------------------
@@ -135,7 +105,7 @@ class SupervisorConfig:
     a start that takes longer is cancelled and fails (``inf`` waits forever)."""
 
     def __attrs_post_init__(self) -> None:
-        _not_above("backoff_min", "backoff_max")(self)
+        require_not_above(self, "backoff_min", "backoff_max")
 
 
 @attrs.frozen(kw_only=True)
@@ -154,7 +124,7 @@ class FaultIsolationConfig:
     """Fault records kept per platform (a ring; the oldest go first)."""
 
     def __attrs_post_init__(self) -> None:
-        _not_above("cooldown", "max_cooldown")(self)
+        require_not_above(self, "cooldown", "max_cooldown")
 
 
 @attrs.frozen(kw_only=True)
@@ -269,6 +239,47 @@ class ConsoleConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ConnectionConfig:
+    """``[platforms.<id>.connection]``: how one platform's link is kept alive.
+
+    Times are seconds on the Trio clock. The reconnect delay after the n-th
+    consecutive failure is ``reconnect_interval * backoff_factor ** (n - 1)``,
+    jittered, then capped at ``max_reconnect_interval``
+    (:class:`nekobot.core.backoff.Backoff`).
+    """
+
+    auto_reconnect: bool = True
+    """Reconnect after a close we did not start (code 1000 included)."""
+    max_reconnect_attempts: int = attrs.field(default=0, validator=non_negative)
+    """Consecutive failed attempts before a fault is reported; 0 = retry forever."""
+    reconnect_interval: float = attrs.field(default=1.0, validator=non_negative)
+    """Delay before the first reconnect attempt."""
+    max_reconnect_interval: float = attrs.field(default=60.0, validator=non_negative)
+    """Cap of the reconnect delay; auth failures wait this long at once."""
+    backoff_factor: float = attrs.field(default=2.0, validator=positive)
+    """Each failed attempt multiplies the delay by this."""
+    jitter: float = attrs.field(
+        default=0.1, validator=[non_negative, check(lambda v: v <= 1, "must be <= 1")]
+    )
+    """Relative jitter in [0, 1], applied before the cap: a delay d becomes
+    uniform in [d*(1-jitter), d*(1+jitter)], then capped at ``max_reconnect_interval``."""
+    stable_after: float = attrs.field(default=30.0, validator=non_negative)
+    """The attempt counter resets only after the link stayed up this long."""
+    health_check_interval: float = attrs.field(default=5.0, validator=positive)
+    """How often the link's liveness is checked."""
+    heartbeat_interval: float = attrs.field(default=30.0, validator=positive)
+    """Expected heartbeat period when the peer announces none."""
+    heartbeat_timeout: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(positive)
+    )
+    """Silence after which the link is declared dead; ``None`` = 3 x the heartbeat
+    interval the peer announced, else 3 x ``heartbeat_interval``."""
+
+    def __attrs_post_init__(self) -> None:
+        require_not_above(self, "reconnect_interval", "max_reconnect_interval")
+
+
+@attrs.frozen(kw_only=True)
 class PlatformConfig:
     """One ``[platforms.<id>]`` table."""
 
@@ -305,6 +316,19 @@ class NekoBotConfig:
         if not p.is_absolute() and self.source_dir is not None:
             p = Path(self.source_dir) / p
         return p.resolve()
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "bot": BotConfig,
+    "supervisor": SupervisorConfig,
+    "fault_isolation": FaultIsolationConfig,
+    "router": RouterConfig,
+    "buffer": BufferConfig,
+    "monitor": MonitorConfig,
+    "api": ApiConfig,
+    "console": ConsoleConfig,
+}
+"""The top-level tables other than ``[platforms]``, by key, with their classes."""
 
 
 # --------------------------------------------------------------------------
@@ -440,212 +464,7 @@ def _range_problems(
 
 
 # --------------------------------------------------------------------------
-# environment variables
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-
-
-def _expand_env(data: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
-    if isinstance(data, str):
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(f"{path}: environment variable {name} is not set")
-            return ""
-
-        return _ENV.sub(sub, data)
-    if isinstance(data, dict):
-        return {
-            k: _expand_env(v, f"{path}.{k}" if path else k, env, problems) for k, v in data.items()
-        }
-    if isinstance(data, list):
-        return [_expand_env(v, f"{path}[{i}]", env, problems) for i, v in enumerate(data)]
-    return data
-
-
-# --------------------------------------------------------------------------
-# load / dump
-
-_SECTIONS: dict[str, type[Any]] = {
-    "bot": BotConfig,
-    "supervisor": SupervisorConfig,
-    "fault_isolation": FaultIsolationConfig,
-    "router": RouterConfig,
-    "buffer": BufferConfig,
-    "monitor": MonitorConfig,
-    "api": ApiConfig,
-    "console": ConsoleConfig,
-}
-
-_PLATFORM_COMMON = ("type", "enabled", "connection")
-
-
-def _parse_platform(pid: str, raw: Any) -> tuple[PlatformConfig | None, list[str]]:
-    from ..platforms.base import load_platform_class  # late: platforms import schema users
-
-    path = f"platforms.{pid}"
-    if not isinstance(raw, Mapping):
-        return None, [f"{path}: expected a table, got {raw!r}"]
-    problems: list[str] = []
-    ptype = raw.get("type")
-    if ptype is None:
-        return None, [f"{path}.type: required key missing"]
-    if not isinstance(ptype, str):
-        return None, [f"{path}.type: expected string, got {ptype!r}"]
-    try:
-        cls = load_platform_class(ptype)
-    except LookupError as exc:
-        return None, [f"{path}.type: {exc.args[0] if exc.args else exc}"]
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        problems.append(f"{path}.enabled: expected bool, got {enabled!r}")
-    conn, conn_problems = structure_section(
-        raw.get("connection", {}), ConnectionConfig, f"{path}.connection"
-    )
-    problems += conn_problems
-    rest = {k: v for k, v in raw.items() if k not in _PLATFORM_COMMON}
-    settings, setting_problems = structure_section(rest, cls.config_class, path)
-    problems += setting_problems
-    if problems:
-        return None, problems
-    return PlatformConfig(type=ptype, enabled=enabled, connection=conn, settings=settings), []
-
-
-def parse_config(
-    data: Mapping[str, Any],
-    *,
-    env: Mapping[str, str] | None = None,
-    source: str | None = None,
-    source_dir: str | None = None,
-) -> NekoBotConfig:
-    """Validate a config given as a dict (the parsed TOML).
-
-    Args:
-        data: The TOML document as a dict.
-        env: Variables for ``${NAME}`` substitution; default ``os.environ``.
-        source: Name shown in the error (usually the file path).
-        source_dir: Directory that relative paths are resolved against.
-
-    Raises:
-        ConfigError: listing every problem by key path.
-    """
-    problems: list[str] = []
-    data = _expand_env(dict(data), "", os.environ if env is None else env, problems)
-    sections: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "platforms":
-            continue
-        if key not in _SECTIONS:
-            problems.append(f"{key}: unknown key")
-            continue
-        section, p = structure_section(value, _SECTIONS[key], key)
-        problems += p
-        sections[key] = section
-    platforms: dict[str, PlatformConfig] = {}
-    raw_platforms = data.get("platforms", {})
-    if not isinstance(raw_platforms, Mapping):
-        problems.append(f"platforms: expected a table, got {raw_platforms!r}")
-    else:
-        for pid, raw in raw_platforms.items():
-            if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", pid):
-                problems.append(
-                    f"platforms.{pid}: a platform id is 1-64 letters, digits, '_' or '-'"
-                )
-                continue
-            pc, p = _parse_platform(pid, raw)
-            problems += p
-            if pc is not None:
-                platforms[pid] = pc
-    api = sections.get("api")
-    if isinstance(api, ApiConfig) and api.enable and not api.token and not is_loopback(api.host):
-        problems.append(
-            f"api.token: required when api.host ({api.host!r}) is not a loopback address"
-        )
-    problems += _port_clashes(sections, platforms)
-    con = sections.get("console")
-    if isinstance(con, ConsoleConfig) and con.enable and not con.unix_socket:
-        if not con.token and not is_loopback(con.host):
-            problems.append(
-                f"console.token: required when console.host ({con.host!r}) "
-                "is not a loopback address"
-            )
-    if problems:
-        raise ConfigError(problems, source=source)
-    return NekoBotConfig(
-        **{k: v for k, v in sections.items() if v is not None},
-        platforms=platforms,
-        source_dir=source_dir,
-    )
-
-
-_ANY_HOST = {"0.0.0.0", "::", ""}
-
-
-def _port_clashes(
-    sections: Mapping[str, Any], platforms: Mapping[str, PlatformConfig]
-) -> list[str]:
-    """Two listeners of this config on one TCP port (0 = any free port never clashes)."""
-    listeners: list[tuple[str, str, int]] = []  # (key path, host, port)
-    api = sections.get("api")
-    if isinstance(api, ApiConfig) and api.enable:
-        listeners.append(("api.port", api.host, api.port))
-    con = sections.get("console")
-    if isinstance(con, ConsoleConfig) and con.enable and not con.unix_socket:
-        listeners.append(("console.port", con.host, con.port))
-    for pid, pc in platforms.items():
-        s = pc.settings
-        port, host = getattr(s, "port", None), getattr(s, "host", None)
-        if not pc.enabled or not isinstance(port, int) or not isinstance(host, str):
-            continue
-        if getattr(s, "mode", "reverse") != "reverse":
-            continue  # a dialling platform listens on nothing
-        listeners.append((f"platforms.{pid}.port", host, port))
-    out: list[str] = []
-    for i, (path, host, port) in enumerate(listeners):
-        if port == 0:
-            continue
-        for other, ohost, oport in listeners[:i]:
-            if oport == port and (host == ohost or host in _ANY_HOST or ohost in _ANY_HOST):
-                out.append(f"{path}: port {port} is also used by {other}")
-                break
-    return out
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is ``localhost`` or a loopback address."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def load_config(
-    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
-) -> NekoBotConfig:
-    """Read and validate a TOML config file.
-
-    Raises:
-        ConfigError: if the file is missing, not TOML, or invalid (every
-            problem listed by key path).
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"cannot read {p}: {exc.strerror or exc}"], source=str(p)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
-    return parse_config(data, env=env, source=str(p), source_dir=str(p.resolve().parent))
+# dump (the inverse of the loader: a TOML-able dict, TOML text)
 
 
 def _drop_none(value: Any) -> Any:
@@ -653,8 +472,6 @@ def _drop_none(value: Any) -> Any:
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
-    if isinstance(value, float) and math.isinf(value):
-        return value
     return value
 
 
@@ -669,7 +486,7 @@ def platform_to_dict(pc: PlatformConfig) -> dict[str, Any]:
 
 def config_to_dict(config: NekoBotConfig) -> dict[str, Any]:
     """The config as the plain dict a TOML file would hold (``None`` values omitted)."""
-    out: dict[str, Any] = {name: converter.unstructure(getattr(config, name)) for name in _SECTIONS}
+    out: dict[str, Any] = {name: converter.unstructure(getattr(config, name)) for name in SECTIONS}
     out["platforms"] = {pid: platform_to_dict(pc) for pid, pc in config.platforms.items()}
     return _drop_none(out)  # type: ignore[no-any-return]
 

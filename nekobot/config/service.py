@@ -27,7 +27,8 @@ import trio
 
 from ..core.actor import Actor, ActorRef, Call, Mailbox, Request
 from ..errors import PlatformExists, PlatformNotFound, RevisionConflict
-from .schema import NekoBotConfig, PlatformConfig, config_to_dict, load_config, parse_config
+from .loader import load_config, parse_config
+from .schema import NekoBotConfig, PlatformConfig, config_to_dict
 from .versions import ConfigChangeType, ConfigDiff, ConfigVersion, ConfigVersionManager
 
 __all__ = [

@@ -51,10 +51,11 @@ from ..errors import (
     VersionNotFound,
 )
 from ..storage import Store, transaction
+from .loader import parse_config
 from .redaction import REDACTED as REDACTED
 from .redaction import is_secret_key as is_secret_key
 from .redaction import redact as redact
-from .schema import config_to_dict, parse_config
+from .schema import config_to_dict
 
 __all__ = [
     "REDACTED",

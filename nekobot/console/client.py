@@ -18,7 +18,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from ..config.schema import ConsoleConfig, load_config
+from ..config.loader import load_config
+from ..config.schema import ConsoleConfig
 from ..errors import ConfigError
 from .protocol import AUTH_FAILED
 

@@ -22,8 +22,8 @@ import trio
 
 from ..api.deadline import OPERATOR_DEADLINE, within
 from ..api.serialize import converter, dump_json
+from ..config.loader import load_config
 from ..config.redaction import redact
-from ..config.schema import load_config
 from ..config.versions import ConfigDiff, ConfigVersion
 from ..core.actor import Actor
 from ..monitor.status_monitor import StatusMonitor

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..config.redaction import REDACTED, redact_urls, secret_values
-from ..config.schema import ConsoleConfig, config_to_dict, is_loopback
+from ..config.schema import ConsoleConfig, config_to_dict
+from ..config.validators import is_loopback
 from ..errors import ConfigError, NekoBotError
 from .commands import Commands
 from .protocol import AUTH_FAILED, PROMPT, PY_MORE, PY_PROMPT

@@ -21,14 +21,17 @@ decides). Never catch ``trio.Cancelled``.
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Awaitable, Callable, Hashable
-from importlib.metadata import entry_points
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
 import attrs
 import trio
 
+from ..config.schema import ConnectionConfig
 from ..errors import PlatformOffline
 from ..messages import Message, MessagePriority, OutboundMessage, SendReceipt
 
@@ -39,7 +42,10 @@ __all__ = [
     "PlatformContext",
     "SendReceipt",
     "load_platform_class",
+    "record_metric",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @attrs.define(kw_only=True)
@@ -50,7 +56,7 @@ class PlatformContext:
     go to ``emitted`` and link changes are only recorded.
     """
 
-    emit: Callable[[Message], Awaitable[Any]] | None = None
+    emit: Callable[[Message], Awaitable[object]] | None = None
     """Routes one inbound message (normally ``router.route``)."""
     link_up: Callable[[str], Awaitable[None]] | None = None
     """Called with the platform id when its link becomes usable (buffer replays)."""
@@ -77,13 +83,38 @@ class PlatformContext:
     """Messages emitted when no ``emit`` was given (tests)."""
 
 
+def record_metric(
+    context: PlatformContext | None,
+    name: str,
+    value: float,
+    kind: str,
+    labels: Mapping[str, str],
+) -> None:
+    """Record a metric through ``context.record_metric`` if there is one.
+
+    Labels are passed when the hook takes them (the bot's ``StatusMonitor``
+    does). A metric must never break a link: any error is logged and dropped.
+    """
+    rec: Callable[..., None] | None = None if context is None else context.record_metric
+    if rec is None:
+        return
+    try:
+        try:
+            rec(name, value, kind, labels=dict(labels))
+        except TypeError:
+            rec(name, value, kind)
+    except Exception as exc:
+        log.debug("metric %s not recorded: %s", name, exc)
+
+
 class PlatformActor:
     """Base class of platform plugins.
 
     Args:
         platform_id (str): The ``<id>`` of ``[platforms.<id>]``.
         config: An instance of :attr:`config_class` (the section, validated).
-        connection: The section's ``ConnectionConfig``.
+        connection (ConnectionConfig | None): The section's ``[...connection]``
+            table; the defaults if omitted.
         context (PlatformContext): The bot's hooks; a fresh standalone one if omitted.
     """
 
@@ -97,11 +128,9 @@ class PlatformActor:
         platform_id: str,
         config: Any,
         *,
-        connection: Any = None,
+        connection: ConnectionConfig | None = None,
         context: PlatformContext | None = None,
     ) -> None:
-        from .connection_manager import ConnectionConfig
-
         self.platform_id = platform_id
         self.config = config
         self.connection_config: ConnectionConfig = connection or ConnectionConfig()
@@ -193,12 +222,29 @@ def _import_path(path: str) -> Any:
     return obj
 
 
+@functools.cache
+def _entry_points() -> Mapping[str, EntryPoint]:
+    """The group ``nekobot.platforms`` by name, read once per process (the first
+    distribution that registers a name wins)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group="nekobot.platforms"):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+@functools.cache
 def load_platform_class(type_name: str) -> type[PlatformActor]:
     """Find the platform class for a ``type``.
 
     Looked up in order: a built-in name (:data:`BUILTIN_PLATFORMS`), an entry
     point of the group ``nekobot.platforms``, an import path
     ``package.module:ClassName``.
+
+    The answer is cached per ``type_name`` for the life of the process, and the
+    installed packages' entry points are read once, on the first lookup that
+    needs them: starting many platforms never rescans package metadata. A
+    failed lookup is not cached. Nothing is invalidated: a platform plugin
+    installed (or changed) while the bot runs is seen after a restart.
 
     Raises:
         LookupError: naming the type and why it was not found.
@@ -207,12 +253,9 @@ def load_platform_class(type_name: str) -> type[PlatformActor]:
     try:
         if type_name in BUILTIN_PLATFORMS:
             target = _import_path(BUILTIN_PLATFORMS[type_name])
-        else:
-            for ep in entry_points(group="nekobot.platforms"):
-                if ep.name == type_name:
-                    target = ep.load()
-                    break
-    except (ImportError, AttributeError) as exc:
+        elif type_name in _entry_points():
+            target = _entry_points()[type_name].load()
+    except Exception as exc:  # the plugin's module failed to import: say so
         raise LookupError(f"cannot load platform type {type_name!r}: {exc}") from None
     if target is None:
         if ":" not in type_name:
@@ -223,7 +266,7 @@ def load_platform_class(type_name: str) -> type[PlatformActor]:
             )
         try:
             target = _import_path(type_name)
-        except (ImportError, AttributeError) as exc:
+        except Exception as exc:  # no such module or name, or its import raised
             raise LookupError(f"cannot import platform type {type_name!r}: {exc}") from None
     if not (isinstance(target, type) and issubclass(target, PlatformActor)):
         raise LookupError(f"platform type {type_name!r} is not a PlatformActor subclass")

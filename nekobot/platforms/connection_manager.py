@@ -1,13 +1,15 @@
 """Connection management: reconnect with backoff, heartbeat, health.
 
-``ConnectionConfig`` is the per-platform ``[platforms.<id>.connection]`` table.
+``ConnectionConfig`` is the per-platform ``[platforms.<id>.connection]`` table
+(defined in :mod:`nekobot.config.schema`, re-exported here under its seed name).
 :class:`ConnectionManager` keeps one platform's link alive (issue 6):
 
 * exactly one reconnect loop per link (:meth:`ConnectionManager.run`); the
   delay after the n-th consecutive failure is ``reconnect_interval *
-  backoff_factor ** (n - 1)`` capped at ``max_reconnect_interval``, with
-  relative ``jitter``; the failure counter resets only after a link stayed up
-  ``stable_after`` seconds;
+  backoff_factor ** (n - 1)`` with relative ``jitter``, capped at
+  ``max_reconnect_interval`` (the one :class:`~nekobot.core.backoff.Backoff`:
+  jitter before the cap); the failure counter resets only after a link stayed
+  up ``stable_after`` seconds;
 * a close we did not start, code 1000 included, is reconnected;
 * auth failures (handshake 401/403, close 1008) wait the maximum delay at once
   and raise an alert;
@@ -20,20 +22,27 @@ All times are seconds on the Trio clock unless a name says wall clock.
 from __future__ import annotations
 
 import collections
-import enum
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import attrs
 import trio
 
-from ..errors import FieldValueError, NekoBotError
+from ..config.schema import ConnectionConfig as ConnectionConfig
+from ..core.backoff import Backoff
+from .base import PlatformContext, record_metric
+from .link import HEARTBEAT_CLOSE_CODE as HEARTBEAT_CLOSE_CODE
+from .link import AuthFailed as AuthFailed
+from .link import ConnectionStats as ConnectionStats
+from .link import ConnectionStatus as ConnectionStatus
+from .link import Link as Link
+from .link import LinkClosed as LinkClosed
+from .link import ReconnectExhausted as ReconnectExhausted
+from .link import effective_timeout
 
 __all__ = [
+    "HEARTBEAT_CLOSE_CODE",
     "AuthFailed",
     "ConnectionConfig",
     "ConnectionManager",
@@ -46,250 +55,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-
-def _finite(attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise FieldValueError(attribute.name, f"must be a finite number, got {value!r}")
-
-
-def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    _finite(attribute, value)
-    if value < 0:
-        raise FieldValueError(attribute.name, f"must be >= 0, got {value!r}")
-
-
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is None:
-        return
-    _finite(attribute, value)
-    if value <= 0:
-        raise FieldValueError(attribute.name, f"must be > 0, got {value!r}")
-
-
 _FAILING_AFTER = 3
 """Consecutive failed connection attempts after which a WARNING alert is raised."""
-
-
-@attrs.frozen(kw_only=True)
-class ConnectionConfig:
-    """How one platform's link is kept alive. Times are seconds on the Trio clock."""
-
-    auto_reconnect: bool = True
-    """Reconnect after a close we did not start (code 1000 included)."""
-    max_reconnect_attempts: int = attrs.field(default=0, validator=_non_negative)
-    """Consecutive failed attempts before a fault is reported; 0 = retry forever."""
-    reconnect_interval: float = attrs.field(default=1.0, validator=_non_negative)
-    """Delay before the first reconnect attempt."""
-    max_reconnect_interval: float = attrs.field(default=60.0, validator=_non_negative)
-    """Cap of the reconnect delay; auth failures wait this long at once."""
-    backoff_factor: float = attrs.field(default=2.0, validator=_positive)
-    """Each failed attempt multiplies the delay by this."""
-    jitter: float = attrs.field(default=0.1, validator=_non_negative)
-    """Relative jitter: a delay d becomes uniform in [d*(1-jitter), d*(1+jitter)], then capped."""
-    stable_after: float = attrs.field(default=30.0, validator=_non_negative)
-    """The attempt counter resets only after the link stayed up this long."""
-    health_check_interval: float = attrs.field(default=5.0, validator=_positive)
-    """How often the link's liveness is checked."""
-    heartbeat_interval: float = attrs.field(default=30.0, validator=_positive)
-    """Expected heartbeat period when the peer announces none."""
-    heartbeat_timeout: float | None = attrs.field(default=None, validator=_positive)
-    """Silence after which the link is declared dead; ``None`` = 3 x the heartbeat
-    interval the peer announced, else 3 x ``heartbeat_interval``."""
-
-    def __attrs_post_init__(self) -> None:
-        if self.reconnect_interval > self.max_reconnect_interval:
-            raise FieldValueError(
-                "reconnect_interval",
-                f"must be <= max_reconnect_interval ({self.max_reconnect_interval!r}), "
-                f"got {self.reconnect_interval!r}",
-            )
-
-
-# --------------------------------------------------------------------------
-# connection manager
-
-
-class ConnectionStatus(enum.Enum):
-    """State of a platform's link, as :meth:`ConnectionManager.get_connection_stats` shows it."""
-
-    CONNECTING = "connecting"
-    """The first attempt (or an attempt after :meth:`ConnectionManager.connect`) is running."""
-    CONNECTED = "connected"
-    """At least one link is up."""
-    DISCONNECTED = "disconnected"
-    """No link, and none is being dialled (closed on purpose, or waiting for a peer)."""
-    RECONNECTING = "reconnecting"
-    """The link was lost; the reconnect loop waits out its backoff or is dialling."""
-    ERROR = "error"
-    """``max_reconnect_attempts`` consecutive attempts failed; the loop gave up."""
-
-
-class AuthFailed(NekoBotError):
-    """The peer refused our credentials (handshake 401/403, or close code 1008).
-
-    A connector raises it so that the reconnect loop waits the maximum delay at
-    once and raises an alert instead of retrying quickly.
-    """
-
-
-class LinkClosed(NekoBotError):
-    """A link ended; carries the WebSocket close code and reason when known."""
-
-    def __init__(self, code: int | None, reason: str | None = None) -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(f"link closed (code={code}, reason={reason!r})")
-
-
-class ReconnectExhausted(NekoBotError):
-    """``max_reconnect_attempts`` consecutive connection attempts failed.
-
-    Raised out of :meth:`ConnectionManager.run`, so the platform's ``run()``
-    fails and the supervisor reports the fault to fault isolation.
-    """
-
 
 _CALLBACK_DEADLINE = 2.0
 """Seconds a shielded callback (link down, alert) may take during cleanup."""
 
-HEARTBEAT_CLOSE_CODE = 4000
-"""Close code we send when a link is declared dead for silence (private range)."""
-
-
-@attrs.frozen(kw_only=True)
-class ConnectionStats:
-    """A snapshot of one platform's link (``GET /api/connection/stats``)."""
-
-    platform_id: str
-    status: ConnectionStatus
-    links: int
-    """Links up now (reverse WebSocket may hold several, e.g. API + Event)."""
-    reconnect_count: int
-    """Reconnect attempts made since the manager started (the first connect not counted)."""
-    consecutive_failures: int
-    """Failed attempts (or short-lived links) since the link was last stable."""
-    last_connected: float | None
-    """Wall-clock ``time.time()`` of the last link coming up."""
-    last_heartbeat: float | None
-    """Wall-clock ``time.time()`` of the last heartbeat (or other frame) that arrived."""
-    uptime: float
-    """Seconds (Trio clock) the current link has been up; 0 when none is up."""
-    avg_latency_ms: float | None
-    """Mean round trip of recent requests (API calls, pings), milliseconds."""
-    heartbeat_timeout: float
-    """Silence (seconds) after which the link is declared dead, as now in force."""
-    next_attempt_in: float | None
-    """Seconds until the next reconnect attempt, when one is scheduled."""
-    last_close_code: int | None
-    last_close_reason: str | None
-    last_error: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (the status as its value)."""
-        d = attrs.asdict(self)
-        d["status"] = self.status.value
-        return d
-
-    as_dict = to_dict
-
-
-def _effective_timeout(cfg: ConnectionConfig, announced: float | None) -> float:
-    if cfg.heartbeat_timeout is not None:
-        return cfg.heartbeat_timeout
-    return 3 * (announced or cfg.heartbeat_interval)
-
-
-def record_metric(context: Any, name: str, value: float, kind: str, labels: dict[str, str]) -> None:
-    """Record a metric through ``context.record_metric`` if there is one.
-
-    Labels are passed when the hook takes them (the bot's ``StatusMonitor``
-    does). A metric must never break a link: any error is logged and dropped.
-    """
-    rec = getattr(context, "record_metric", None)
-    if rec is None:
-        return
-    try:
-        try:
-            rec(name, value, kind, labels=labels)
-        except TypeError:
-            rec(name, value, kind)
-    except Exception as exc:
-        log.debug("metric %s not recorded: %s", name, exc)
-
-
 Callback = Callable[[], Awaitable[None]]
-Closer = Callable[[int, str], Awaitable[None]]
-Pinger = Callable[[], Awaitable[None]]
-
-
-class Link:
-    """One live (or starting) connection, handed to a connector by the manager.
-
-    The connector calls :meth:`up` once the handshake succeeded, :meth:`activity`
-    on every frame that arrives, and registers how to close and ping its socket.
-    """
-
-    def __init__(self, manager: ConnectionManager, generation: int) -> None:
-        self._manager = manager
-        self.generation = generation
-        """Increases by one per link of this manager; compare it, not ids."""
-        self.is_up = False
-        self.api_capable = True
-        self.up_at: float | None = None
-        self.last_arrival: float = trio.current_time()
-        self.announced_interval: float | None = None
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        self.closer: Closer | None = None
-        self.pinger: Pinger | None = None
-        self.cancel_scope = trio.CancelScope()
-        self.dead = False
-
-    async def up(self, *, api_capable: bool = True) -> None:
-        """The link is usable: status CONNECTED, ``connect_callback`` on the first one.
-
-        Args:
-            api_capable (bool): False for a receive-only link (OneBot ``Event`` role);
-                such a link does not make the platform "online" for sends.
-        """
-        if self.is_up:
-            return
-        self.is_up = True
-        self.api_capable = api_capable
-        self.up_at = trio.current_time()
-        self.last_arrival = self.up_at
-        await self._manager._link_up(self)
-
-    def activity(self) -> None:
-        """A frame (or pong) arrived now (Trio clock): the link is alive."""
-        self.last_arrival = trio.current_time()
-        self._manager._last_arrival_wall = time.time()
-
-    def heartbeat(self, interval: float | None) -> None:
-        """A heartbeat arrived, announcing the peer's period (seconds) if it did."""
-        self.activity()
-        if interval is not None and interval > 0:
-            self.announced_interval = interval
-
-    def closed(self, code: int | None, reason: str | None) -> None:
-        """Record the close code and reason the link ended with."""
-        self.close_code = code
-        self.close_reason = reason
-
-    def set_closer(self, closer: Closer) -> None:
-        """``async closer(code, reason)`` closes the socket with that close code."""
-        self.closer = closer
-
-    def set_pinger(self, pinger: Pinger) -> None:
-        """``async pinger()`` sends a ping and returns when the pong arrives."""
-        self.pinger = pinger
-
-    def heartbeat_timeout(self) -> float:
-        """Silence (seconds) after which this link is dead (issue 6 rule)."""
-        return _effective_timeout(self._manager.config, self.announced_interval)
-
-
+"""``await callback()``: a link came up (connect) or the last one went down."""
 Connector = Callable[[Link], Awaitable[None]]
+"""``await connector(link)``: opens and serves one connection (see :class:`ConnectionManager`)."""
 
 
 class ConnectionManager:
@@ -316,8 +91,12 @@ class ConnectionManager:
     Args:
         platform_id (str): The platform this link belongs to.
         config (ConnectionConfig): Reconnect and heartbeat settings.
-        context: The platform's ``PlatformContext`` (alerts, metrics) or None.
+        context (PlatformContext | None): The platform's hooks (alerts, metrics).
         rng (random.Random | None): Source of jitter (tests pass a seeded one).
+        connect_callback: ``await connect_callback()`` when the first usable
+            link comes up (a platform passes its ``set_online``).
+        disconnect_callback: ``await disconnect_callback()`` when the last
+            one goes down (``set_offline``).
     """
 
     def __init__(
@@ -325,15 +104,17 @@ class ConnectionManager:
         platform_id: str,
         config: ConnectionConfig | None = None,
         *,
-        context: Any = None,
+        context: PlatformContext | None = None,
         rng: random.Random | None = None,
+        connect_callback: Callback | None = None,
+        disconnect_callback: Callback | None = None,
     ) -> None:
         self.platform_id = platform_id
         self.config = config or ConnectionConfig()
         self.context = context
         self._rng = rng or random.Random()
-        self._connect_cb: Callback | None = None
-        self._disconnect_cb: Callback | None = None
+        self._connect_cb = connect_callback
+        self._disconnect_cb = disconnect_callback
         self._status = ConnectionStatus.DISCONNECTED
         self._links: dict[int, Link] = {}
         self._generation = 0
@@ -360,7 +141,10 @@ class ConnectionManager:
         self, connect_callback: Callback | None, disconnect_callback: Callback | None
     ) -> None:
         """``await connect_callback()`` when the first usable link comes up;
-        ``await disconnect_callback()`` when the last one goes down."""
+        ``await disconnect_callback()`` when the last one goes down.
+
+        The seed's API; prefer passing both to the constructor (before any link exists).
+        """
         self._connect_cb = connect_callback
         self._disconnect_cb = disconnect_callback
 
@@ -404,7 +188,7 @@ class ConnectionManager:
         failures = 0 if up and uptime >= self.config.stable_after else self._failures
         hb = min((link.heartbeat_timeout() for link in up), default=None)
         if hb is None:
-            hb = _effective_timeout(self.config, None)
+            hb = effective_timeout(self.config, None)
         return ConnectionStats(
             platform_id=self.platform_id,
             status=self._status,
@@ -412,7 +196,7 @@ class ConnectionManager:
             reconnect_count=self._reconnect_count,
             consecutive_failures=failures,
             last_connected=self._last_connected_wall,
-            last_heartbeat=self._last_arrival_wall,
+            last_heartbeat=self._last_arrival(),
             uptime=uptime,
             avg_latency_ms=(
                 sum(self._latencies) / len(self._latencies) if self._latencies else None
@@ -435,19 +219,29 @@ class ConnectionManager:
         """Add one request round trip (milliseconds) to ``avg_latency_ms``."""
         self._latencies.append(latency_ms)
 
+    @property
+    def backoff(self) -> Backoff:
+        """The reconnect delays of :attr:`config` as the one :class:`Backoff`
+        (restart number n = consecutive failures - 1)."""
+        cfg = self.config
+        return Backoff(
+            minimum=cfg.reconnect_interval,
+            maximum=cfg.max_reconnect_interval,
+            factor=cfg.backoff_factor,
+            jitter=cfg.jitter,
+            reset_after=cfg.stable_after,
+        )
+
     def backoff_delay(self, failures: int) -> float:
         """Delay (seconds) before the next attempt after ``failures`` consecutive
         failures (>= 1), before jitter: ``reconnect_interval * backoff_factor **
         (failures - 1)``, capped at ``max_reconnect_interval``."""
-        cfg = self.config
-        exp = min(failures - 1, 200)
-        return min(cfg.reconnect_interval * cfg.backoff_factor**exp, cfg.max_reconnect_interval)
+        return min(self.backoff.base(failures - 1), self.config.max_reconnect_interval)
 
-    def _jittered(self, delay: float) -> float:
-        j = self.config.jitter
-        if j > 0:
-            delay = self._rng.uniform(delay * (1 - j), delay * (1 + j))
-        return min(delay, self.config.max_reconnect_interval)
+    def _last_arrival(self) -> float | None:
+        """Wall-clock time of the last arrival on any link, ended ones included."""
+        times = [link.last_arrival_wall for link in self._links.values()]
+        return max((t for t in (self._last_arrival_wall, *times) if t is not None), default=None)
 
     # ---- dialling ---------------------------------------------------------
 
@@ -518,7 +312,7 @@ class ConnectionManager:
                         f"({error or 'close 1008'}); retrying every {delay:g} s",
                     )
                 else:
-                    delay = self._jittered(self.backoff_delay(self._failures))
+                    delay = self.backoff.delay(self._failures - 1, self._rng)
                     if was_up and self._auth_alert_open:
                         self._auth_alert_open = False
                     if self._failures >= _FAILING_AFTER:
@@ -574,7 +368,7 @@ class ConnectionManager:
 
     def _new_link(self) -> Link:
         self._generation += 1
-        link = Link(self, self._generation)
+        link = Link(self._generation, self.config, self._link_up)
         self._links[link.generation] = link
         return link
 
@@ -653,13 +447,12 @@ class ConnectionManager:
         link.cancel_scope.cancel()
 
     async def _link_up(self, link: Link) -> None:
-        self._last_connected_wall = time.time()
-        self._last_arrival_wall = self._last_connected_wall
+        self._last_connected_wall = link.last_arrival_wall or time.time()
         self._set_status(ConnectionStatus.CONNECTED)
         self._attempt_ok = True
         self._attempt_done.set()
         self._auth_alert_open = False
-        clear = getattr(self.context, "clear_alert", None)
+        clear = None if self.context is None else self.context.clear_alert
         if clear is not None:
             # The link is up again: auth and liveness alerts of this platform are over.
             kinds = ("auth failed", "connect failing", "heartbeat timeout", "reconnect exhausted")
@@ -679,6 +472,8 @@ class ConnectionManager:
 
     async def _end_link(self, link: Link) -> None:
         self._links.pop(link.generation, None)
+        if link.last_arrival_wall is not None:  # remembered after the link is gone
+            self._last_arrival_wall = max(link.last_arrival_wall, self._last_arrival_wall or 0.0)
         if link.close_code is not None or link.close_reason is not None:
             self._last_close = (link.close_code, link.close_reason)
         if link.is_up:
@@ -707,7 +502,7 @@ class ConnectionManager:
         if message.startswith("auth failed"):
             self._auth_alert_open = True
         log.warning("%s", message)
-        hook = getattr(self.context, "raise_alert", None)
+        hook = None if self.context is None else self.context.raise_alert
         if hook is not None:
             with trio.move_on_after(_CALLBACK_DEADLINE) as scope:
                 scope.shield = True

@@ -47,12 +47,13 @@ def plain_text(message: Any) -> str:
 
 
 def _is_id(value: Any) -> bool:
-    """A OneBot v11 user or group id: an integer (event/message.md), or its decimal string."""
+    """A OneBot v11 user or group id: an integer (event/message.md), or its decimal
+    string of ASCII digits (``str.isdigit`` also takes ``"²"`` and other scripts' digits)."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
         return True
-    return isinstance(value, str) and value.isdigit() and len(value) < 24
+    return isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 24
 
 
 def reply_target(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

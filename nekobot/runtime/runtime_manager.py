@@ -564,9 +564,9 @@ class RuntimeManager:
             raise InvalidRequest(
                 f"platform_config: expected a PlatformConfig or a table, got {platform_config!r}"
             )
-        from ..config.schema import _parse_platform
+        from ..config.loader import parse_platform
 
-        pc, problems = _parse_platform(pid, platform_config)
+        pc, problems = parse_platform(pid, platform_config)
         if problems or pc is None:
             raise ConfigError(problems or [f"platforms.{pid}: invalid"])
         return pc
