@@ -96,8 +96,9 @@ async def measure_live(
 
     if store is not None:
         await store.open()
-    buf = MessageBuffer(1000, overflow_strategy="drop_oldest", replay_rate=50.0, store=store)
-    buf.set_sender(sender)
+    buf = MessageBuffer(
+        1000, overflow_strategy="drop_oldest", replay_rate=50.0, store=store, deliver=sender
+    )
     per = messages // producers
 
     async def producer(i: int) -> None:

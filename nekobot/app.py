@@ -95,7 +95,7 @@ class NekoBot:
         self.store = Store(data_dir / "nekobot.db" if durable else ":memory:")
         self.status_monitor = StatusMonitor.from_config(config.monitor)
         self.message_buffer = MessageBuffer.from_config(
-            config.buffer, store=self.store, monitor=self.status_monitor
+            config.buffer, store=self.store, monitor=self.status_monitor, deliver=self._deliver
         )
         self.message_router = MessageRouter.from_config(config.router, monitor=self.status_monitor)
         self.fault_isolation_manager = FaultIsolation.from_config(
@@ -108,7 +108,6 @@ class NekoBot:
             monitor=self.status_monitor,
         )
         self.config_version_manager = ConfigVersionManager(store=self.store)
-        self.message_buffer.set_sender(self._deliver)
         self.runtime_manager.set_change_hook(self._on_platforms_changed)
         self.config_version_manager.set_apply_callback(self._apply_config_dict)
         self.nursery: trio.Nursery | None = None
