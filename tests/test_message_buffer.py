@@ -1,4 +1,4 @@
-"""Tests of nekobot.message_buffer (issue 5).
+"""Tests of nekobot.buffer (issue 5).
 
 Policy: no network. Anything about time (TTL, replay rate, retry backoff) runs
 under the ``autojump_clock`` fixture with memory-only buffers and asserts the
@@ -86,7 +86,7 @@ async def idle(buf: MessageBuffer, pid: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# policy x overflow strategy: the survivors table of the module docstring
+# policy x overflow strategy: the survivors table of the package docstring (nekobot.buffer)
 
 SEQUENCE = [("a", LOW), ("b", HIGH), ("c", NORMAL), ("d", LOW), ("e", HIGH)]
 
@@ -851,3 +851,18 @@ async def test_link_back_during_a_failed_send_retries_at_once(
         await peer.wait_for(1)
         assert peer.times == [t0]  # no 5 s backoff: the link is new
         assert peer.calls == 2
+
+
+async def test_a_snapshot_never_changes_after_it_was_read() -> None:
+    buf = MessageBuffer()
+    async with running(buf):
+        await buf.add_message("qq", "m", "a")
+        before = buf.snapshot
+        assert before is not None
+        await buf.add_message("qq", "m", "b")
+        await buf.mark_platform_online("tg")
+        assert before.queues["qq"].stats.size == 1 and "tg" not in before.queues
+        assert before.size == 1
+        after = buf.snapshot
+        assert after is not None and after.queues["qq"].stats.size == 2
+        assert buf.is_online("tg") and buf.pending_count("qq") == 2

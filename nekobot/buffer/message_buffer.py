@@ -14,7 +14,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -26,7 +25,7 @@ from ..monitor.status_monitor import AlertLevel
 from .backpressure import RoomWaits, Waiter, has_waiters
 from .persistence import BufferTable, decode_row
 from .queue import DROP_REASONS, BufferPolicy, Item, OverflowStrategy, PlatformQueue
-from .replay import Deliver, replay, retry_backoff
+from .replay import Deliver, background_replay, replay, retry_backoff
 from .reporting import Reporter
 from .requests import (
     Acked,
@@ -53,9 +52,8 @@ from .stats import (
     BufferSnapshot,
     BufferStats,
     PlatformBufferStats,
-    QueueSnapshot,
+    Snapshots,
     buffer_stats,
-    queue_snapshot,
 )
 from .timer import Timer
 
@@ -186,8 +184,7 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
         """This batch's answers, sent once its writes committed."""
         self._added: list[tuple[Call[Any], Item]] = []
         """This batch's adds that wrote a row (they fail if the commit fails)."""
-        self._snaps: dict[str, QueueSnapshot] = {}
-        self._snaps_shared = False
+        self._snaps = Snapshots()
         self._timer = Timer()
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
@@ -371,7 +368,7 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
     @property
     def snapshot(self) -> BufferSnapshot | None:
         """The last published snapshot (its ``queues`` never change afterwards)."""
-        self._snaps_shared = True  # the next publish copies the mapping before it writes
+        self._snaps.share()  # the next publish copies the mapping before it writes
         return super().snapshot
 
     # ---- running -----------------------------------------------------------
@@ -399,24 +396,6 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
 
     async def on_stop(self) -> None:
         self._stopped.set()
-
-    async def _background_replay(self, queue: str, delay: float, wake: trio.Event) -> None:
-        assert self._deliver is not None
-        try:
-            await replay(
-                self.ref,
-                queue,
-                self._deliver,
-                max_count=None,
-                background=True,
-                call_timeout=self.call_timeout,
-                initial_delay=delay,
-                wake=wake,
-            )
-        except ActorStopped:
-            pass
-        except Exception:  # a bug in the plumbing must not kill the buffer
-            log.exception("buffer: replay to %s failed", queue)
 
     # ---- the actor's loop ------------------------------------------------
 
@@ -527,7 +506,16 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
         if q.online and not q.replaying and q.size > 0 and self._auto_replay and self._nursery:
             q.replaying = True
             delay = self._backoff.delay(q.failures - 1) if q.failures else 0.0
-            self._nursery.start_soon(self._background_replay, q.name, delay, q.link_wake)
+            assert self._deliver is not None
+            self._nursery.start_soon(
+                background_replay,
+                self.ref,
+                q.name,
+                self._deliver,
+                self.call_timeout,
+                delay,
+                q.link_wake,
+            )
 
     def _start_replay(self, q: PlatformQueue) -> None:
         if not q.online:
@@ -561,15 +549,10 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
     def _publish(self) -> None:
         """Renew the snapshot entries and metrics of the queues this batch changed."""
         st = self._state
-        if st.dirty:
-            if self._snaps_shared:  # a reader holds the mapping: never change it under it
-                self._snaps = dict(self._snaps)
-                self._snaps_shared = False
-            for q in st.dirty:
-                self._snaps[q.name] = queue_snapshot(q)
-                self._reporter.report(q)
-            st.dirty.clear()
-        self.publish(BufferSnapshot(MappingProxyType(self._snaps), st.size, st.global_cap_hits))
+        for q in st.dirty:
+            self._reporter.report(q)
+        self.publish(self._snaps.renew(st.dirty, st.size, st.global_cap_hits))
+        st.dirty.clear()
 
     # ---- durability ----------------------------------------------------------
 
@@ -590,13 +573,8 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
             self._reporter.alert(
                 "buffer:store_error", AlertLevel.ERROR, f"buffer could not write: {exc}"
             )
+            st.rollback(item for _, item in added)
             failed = {id(call) for call, _ in added}
-            for _, item in added:
-                if item.alive:
-                    q = st.queues[item.msg.platform_id]
-                    q.buffered_total -= 1
-                    st.forget(q, item)
-                    st.pending.forget(item.seq)  # its row was never written
             self._answers = [
                 (call, exc, True) if id(call) in failed else (call, value, err)
                 for call, value, err in self._answers
@@ -608,15 +586,9 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
         if not store.is_open:
             await store.open()
         if store.recovered_from:
-            log.error(
-                "buffer: the database was corrupt; moved aside to %s; the buffer starts empty",
-                store.recovered_from,
-            )
-            self._reporter.alert(
-                "storage:corrupt",
-                AlertLevel.ERROR,
-                f"database was corrupt; moved aside to {store.recovered_from}",
-            )
+            aside = f"database was corrupt; moved aside to {store.recovered_from}"
+            log.error("buffer: %s; the buffer starts empty", aside)
+            self._reporter.alert("storage:corrupt", AlertLevel.ERROR, aside)
         rows = await self._table.load()
         now = trio.current_time()
         wall = time.time()

@@ -26,7 +26,14 @@ if TYPE_CHECKING:
     from ..messages import OutboundMessage, SendReceipt
     from .requests import BufferRequest
 
-__all__ = ["MAX_RETRY_INTERVAL", "Deliver", "Pacer", "replay", "retry_backoff"]
+__all__ = [
+    "MAX_RETRY_INTERVAL",
+    "Deliver",
+    "Pacer",
+    "background_replay",
+    "replay",
+    "retry_backoff",
+]
 
 log = logging.getLogger("nekobot.buffer")
 
@@ -151,6 +158,33 @@ async def replay(
         if not ended:
             await _end(ref, queue, call_timeout)
     return replayed
+
+
+async def background_replay(
+    ref: ActorRef[BufferRequest],
+    queue: str,
+    deliver: Deliver,
+    call_timeout: float,
+    initial_delay: float,
+    wake: trio.Event,
+) -> None:
+    """The buffer's own replay of ``queue`` (a task in its nursery): retries
+    after failed sends while the platform is online; never raises."""
+    try:
+        await replay(
+            ref,
+            queue,
+            deliver,
+            max_count=None,
+            background=True,
+            call_timeout=call_timeout,
+            initial_delay=initial_delay,
+            wake=wake,
+        )
+    except ActorStopped:
+        pass
+    except Exception:  # a bug in the plumbing must not kill the buffer
+        log.exception("buffer: replay to %s failed", queue)
 
 
 async def _end(ref: ActorRef[BufferRequest], queue: str, grace: float) -> None:

@@ -116,10 +116,11 @@ def check_priority(priority: object) -> MessagePriority:
     """
     if isinstance(priority, MessagePriority):
         return priority
-    if isinstance(priority, int) and not isinstance(priority, bool):
+    if not isinstance(priority, bool):
+        value: Any = priority  # an int, or a number equal to one (2.0)
         try:
-            return MessagePriority(priority)
-        except ValueError:
+            return MessagePriority(value)
+        except (ValueError, TypeError):
             pass
     raise InvalidRequest(f"priority must be a MessagePriority (1..4), got {_short.repr(priority)}")
 
@@ -180,7 +181,7 @@ class AddMessage(Request[str]):
     """``msg.content`` as JSON (see :func:`encode_content`)."""
     ttl: float = attrs.field(validator=_ttl)
     """Seconds it may wait; ``math.inf`` never expires."""
-    wait: bool = False
+    wait: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     """While the platform is online and its queue full, hold the call until
     there is room (at most ``overflow_wait`` seconds), instead of dropping."""
 
@@ -190,7 +191,7 @@ class SetOnline(Request[None]):
     """The platform's (or account's) link is up (``online``) or down."""
 
     queue: str = attrs.field(validator=_queue_name)
-    online: bool
+    online: bool = attrs.field(validator=attrs.validators.instance_of(bool))
 
 
 @attrs.frozen
@@ -263,7 +264,7 @@ class ListMessages(Request[list[BufferedMessage]]):
     """The queue's messages in replay order, at most ``limit``."""
 
     queue: str = attrs.field(validator=_queue_name)
-    limit: int | None
+    limit: int | None = attrs.field(validator=lambda _i, _a, v: check_count("limit", v))
 
 
 @attrs.frozen

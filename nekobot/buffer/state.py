@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .persistence import PendingWrites, StoredRow
@@ -141,6 +141,15 @@ class BufferState:
             del self.by_key[item.msg.message_key]
         if self.durable:
             self.pending.delete(item.seq)
+
+    def rollback(self, items: Iterable[Item]) -> None:
+        """Undo adds whose rows were not written (the commit failed)."""
+        for item in items:
+            if item.alive:
+                q = self.queues[item.msg.platform_id]
+                q.buffered_total -= 1
+                self.forget(q, item)
+                self.pending.forget(item.seq)  # its row was never written
 
     def expire(self, q: PlatformQueue, item: Item) -> None:
         q.expired_total += 1

@@ -8,7 +8,8 @@ the queues it touched, so a queue going online costs O(1), not O(queues).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -23,6 +24,7 @@ __all__ = [
     "BufferedMessage",
     "PlatformBufferStats",
     "QueueSnapshot",
+    "Snapshots",
     "buffer_stats",
     "queue_snapshot",
 ]
@@ -164,6 +166,38 @@ def queue_snapshot(q: PlatformQueue) -> QueueSnapshot:
         ),
         q.oldest_added_at(),
     )
+
+
+class Snapshots:
+    """The per-queue snapshots, copied on write once a reader holds the mapping.
+
+    :meth:`renew` replaces the entries of the queues a batch changed: O(changed
+    queues). The mapping a :class:`BufferSnapshot` hands out is never changed
+    afterwards: once :meth:`share` was called, the next renewal copies it first.
+    """
+
+    __slots__ = ("_by_name", "_shared")
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, QueueSnapshot] = {}
+        self._shared = False
+
+    def get(self, name: str) -> QueueSnapshot | None:
+        """The current snapshot of queue ``name`` (no copy, no sharing)."""
+        return self._by_name.get(name)
+
+    def share(self) -> None:
+        """A reader now holds the mapping."""
+        self._shared = True
+
+    def renew(self, queues: Iterable[PlatformQueue], size: int, cap_hits: int) -> BufferSnapshot:
+        """Snapshot ``queues`` (the changed ones) and return the buffer's snapshot."""
+        for q in queues:
+            if self._shared:
+                self._by_name = dict(self._by_name)
+                self._shared = False
+            self._by_name[q.name] = queue_snapshot(q)
+        return BufferSnapshot(MappingProxyType(self._by_name), size, cap_hits)
 
 
 def buffer_stats(
