@@ -26,6 +26,12 @@ sequential producer or by P concurrent ones, to a sender that acknowledges
 after one Trio checkpoint. Baseline: the same producers calling the sender
 directly (what ``bot.send`` does when the buffer is empty). Printed: delivered
 messages per second, the ratio to the baseline, drops and backpressure waits.
+
+Third table, scale (issue 10 item 9): N queues marked online one after the
+other (``mark_platform_online``, one call each, with a ``StatusMonitor``), for
+N = 1,000 and 10,000. Printed: seconds, microseconds per queue and the
+per-queue ratio to N = 1,000 (1.0 = flat; the buffer used to rebuild the
+snapshot of every queue on each call, which made this quadratic).
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ from pathlib import Path
 import trio
 
 from nekobot.buffer.message_buffer import MessageBuffer
+from nekobot.config.schema import MonitorConfig
 from nekobot.messages import OutboundMessage, SendReceipt
+from nekobot.monitor.status_monitor import StatusMonitor
 from nekobot.storage import Store
 
 CONTENT = {"group_id": 123456789, "message": [{"type": "text", "data": {"text": "hello " * 8}}]}
@@ -96,8 +104,9 @@ async def measure_live(
 
     if store is not None:
         await store.open()
-    buf = MessageBuffer(1000, overflow_strategy="drop_oldest", replay_rate=50.0, store=store)
-    buf.set_sender(sender)
+    buf = MessageBuffer(
+        1000, overflow_strategy="drop_oldest", replay_rate=50.0, store=store, deliver=sender
+    )
     per = messages // producers
 
     async def producer(i: int) -> None:
@@ -126,10 +135,25 @@ async def measure_live(
     return delivered / elapsed, delivered, sum(st.dropped.values()), st.waited_total
 
 
+async def measure_online(queues: int) -> float:
+    """Seconds to mark ``queues`` queues online, one call each."""
+    buf = MessageBuffer(monitor=StatusMonitor.from_config(MonitorConfig()))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(buf.run)
+        t0 = time.perf_counter()
+        for i in range(queues):
+            await buf.mark_platform_online(f"p{i}")
+        elapsed = time.perf_counter() - t0
+        assert buf.is_online(f"p{queues - 1}")
+        nursery.cancel_scope.cancel()
+    return elapsed
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--producers", type=int, default=100)
+    parser.add_argument("--queues", type=int, nargs="*", default=[1_000, 10_000])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"python {sys.version.split()[0]}, trio {trio.__version__}")
@@ -175,6 +199,16 @@ async def main() -> None:
                 f" {got:>9} {dropped:>8} {waits:>6}"
             )
     print("ratio = through the buffer / direct sends, measured in this run.")
+
+    print("\nscale: N queues marked online, one call each (with a monitor)")
+    print(f"{'queues':>9} {'seconds':>9} {'us/queue':>9} {'ratio':>6}")
+    base_per: float | None = None
+    for n in args.queues:
+        seconds = await measure_online(n)
+        per = seconds / n
+        base_per = base_per or per
+        print(f"{n:>9} {seconds:>9.3f} {per * 1e6:>9.1f} {per / base_per:>6.2f}")
+    print(f"ratio = us/queue / us/queue at N = {args.queues[0]}, measured in this run.")
 
 
 if __name__ == "__main__":

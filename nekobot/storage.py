@@ -18,12 +18,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import TypeVar
 
 import trio
 
-__all__ = ["Store"]
+__all__ = ["Store", "transaction"]
 
 T = TypeVar("T")
 
@@ -133,12 +135,13 @@ class Store:
         return self._conn is not None
 
 
-def transaction(conn: sqlite3.Connection) -> Any:
-    """``with transaction(conn):`` — BEGIN IMMEDIATE … COMMIT / ROLLBACK."""
+def transaction(conn: sqlite3.Connection) -> AbstractContextManager[sqlite3.Connection]:
+    """``with transaction(conn):`` — ``BEGIN IMMEDIATE`` … ``COMMIT``, or
+    ``ROLLBACK`` if the block raised (the exception propagates)."""
     return _Tx(conn)
 
 
-class _Tx:
+class _Tx(AbstractContextManager[sqlite3.Connection]):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
@@ -146,5 +149,7 @@ class _Tx:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.conn.execute("COMMIT" if et is None else "ROLLBACK")

@@ -82,9 +82,8 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 async def test_backlog_at_replay_rate_then_live_adds_without_delay(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=1.0)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=1.0, deliver=peer.send)
     async with running(buf):
         for name in ("b0", "b1", "b2"):
             await buf.add_message("qq", "m", name)  # offline: the backlog
@@ -111,9 +110,8 @@ async def test_backlog_at_replay_rate_then_live_adds_without_delay(
 async def test_reconnect_makes_what_is_queued_backlog_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=2.0)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=2.0, deliver=peer.send)
     async with running(buf):
         await buf.mark_platform_online("qq")
         await buf.mark_platform_offline("qq")
@@ -135,9 +133,8 @@ async def test_one_backlog_message_then_a_burst_larger_than_max_size(
 ) -> None:
     # max_size 50 with drop_oldest and the default 50/s: the old buffer sent the
     # burst at 50/s and dropped all but ~50 of it.
-    buf = MessageBuffer(50, overflow_strategy="drop_oldest", replay_rate=50.0)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(50, overflow_strategy="drop_oldest", replay_rate=50.0, deliver=peer.send)
     async with running(buf):
         await buf.add_message("qq", "send_group_msg", "offline")
         t0 = trio.current_time()
@@ -157,10 +154,9 @@ async def test_one_backlog_message_then_a_burst_larger_than_max_size(
 async def test_concurrent_burst_waits_for_room_instead_of_dropping(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(20, overflow_strategy="drop_oldest")
     peer = Peer()
     peer.gate = trio.Event()  # the platform is slow until the gate opens
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(20, overflow_strategy="drop_oldest", deliver=peer.send)
     async with running(buf):
         await buf.add_message("qq", "m", "offline")
         t0 = trio.current_time()
@@ -191,10 +187,9 @@ async def test_concurrent_burst_waits_for_room_instead_of_dropping(
 async def test_full_online_queue_drops_after_overflow_wait(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(2, overflow_strategy="drop_oldest", overflow_wait=5.0)
     peer = Peer()
     peer.gate = trio.Event()  # the platform never answers
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(2, overflow_strategy="drop_oldest", overflow_wait=5.0, deliver=peer.send)
     async with running(buf):
         await buf.mark_platform_online("qq")
         await buf.add_message("qq", "m", "a")  # in flight, stuck
@@ -220,8 +215,7 @@ async def test_full_online_queue_drops_after_overflow_wait(
 async def test_offline_overflow_still_drops_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(2, overflow_strategy="drop_oldest")
-    buf.set_sender(Peer().send)
+    buf = MessageBuffer(2, overflow_strategy="drop_oldest", deliver=Peer().send)
     async with running(buf):
         t0 = trio.current_time()
         for name in "abc":
@@ -238,9 +232,10 @@ async def test_drops_expiries_and_replays_are_prometheus_series(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     monitor = StatusMonitor.from_config(MonitorConfig())
-    buf = MessageBuffer(2, overflow_strategy="drop_oldest", monitor=monitor, replay_rate=10)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(
+        2, overflow_strategy="drop_oldest", monitor=monitor, replay_rate=10, deliver=peer.send
+    )
     async with running(buf):
         await buf.add_message("qq", "m", "short", ttl=1.0)
         await buf.add_message("qq", "m", "a")
@@ -276,9 +271,10 @@ async def test_overflow_alert_opens_updates_and_clears_when_drained(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     monitor = StatusMonitor.from_config(MonitorConfig())
-    buf = MessageBuffer(3, overflow_strategy="drop_newest", monitor=monitor, replay_rate=10)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(
+        3, overflow_strategy="drop_newest", monitor=monitor, replay_rate=10, deliver=peer.send
+    )
     async with running(buf):
         for i in range(4):
             await buf.add_message("qq", "m", i)  # offline: the 4th is dropped
@@ -340,9 +336,8 @@ async def test_monitor_failures_never_break_the_buffer(
 async def test_priority_live_message_does_not_wait_for_the_backlog_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(1000, "priority", replay_rate=1.0)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(1000, "priority", replay_rate=1.0, deliver=peer.send)
     async with running(buf):
         for name in ("b0", "b1", "b2"):
             await buf.add_message("qq", "m", name, MessagePriority.NORMAL)

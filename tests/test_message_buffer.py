@@ -1,4 +1,4 @@
-"""Tests of nekobot.message_buffer (issue 5).
+"""Tests of nekobot.buffer (issue 5).
 
 Policy: no network. Anything about time (TTL, replay rate, retry backoff) runs
 under the ``autojump_clock`` fixture with memory-only buffers and asserts the
@@ -86,7 +86,7 @@ async def idle(buf: MessageBuffer, pid: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# policy x overflow strategy: the survivors table of the module docstring
+# policy x overflow strategy: the survivors table of the package docstring (nekobot.buffer)
 
 SEQUENCE = [("a", LOW), ("b", HIGH), ("c", NORMAL), ("d", LOW), ("e", HIGH)]
 
@@ -107,9 +107,8 @@ SURVIVORS = {
 async def test_policy_overflow_survivors(
     policy: str, strategy: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    buf = MessageBuffer(3, policy, overflow_strategy=strategy, replay_rate=10)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(3, policy, overflow_strategy=strategy, replay_rate=10, deliver=peer.send)
     async with running(buf):
         for name, prio in SEQUENCE:
             await buf.add_message("qq", "send_msg", name, prio)
@@ -256,9 +255,8 @@ async def test_ttl_expiry_schedule(autojump_clock: trio.testing.MockClock) -> No
 
 
 async def test_expired_messages_are_never_sent(autojump_clock: trio.testing.MockClock) -> None:
-    buf = MessageBuffer(replay_rate=1.0)  # one send per second
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=1.0, deliver=peer.send)  # one send per second
     async with running(buf):
         await buf.add_message("qq", "m", "stale", ttl=5)
         await trio.sleep(5)  # "stale" expires offline
@@ -280,9 +278,8 @@ async def test_expired_messages_are_never_sent(autojump_clock: trio.testing.Mock
 
 
 async def test_replay_rate_exact_schedule(autojump_clock: trio.testing.MockClock) -> None:
-    buf = MessageBuffer(replay_rate=4.0)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=4.0, deliver=peer.send)
     async with running(buf):
         for i in range(6):
             await buf.add_message("qq", "m", i)
@@ -301,8 +298,8 @@ async def test_replay_rate_exact_schedule(autojump_clock: trio.testing.MockClock
 async def test_removed_only_after_the_sender_returned(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=100)
     peer = Peer()
+    buf = MessageBuffer(replay_rate=100, deliver=peer.send)
     seen: list[tuple[Any, list[Any], int]] = []
     release = trio.Event()
 
@@ -312,7 +309,6 @@ async def test_removed_only_after_the_sender_returned(
             await release.wait()
 
     peer.on_send = on_send
-    buf.set_sender(peer.send)
     async with running(buf):
         for name in "abc":
             await buf.add_message("qq", "m", name)
@@ -329,9 +325,8 @@ async def test_removed_only_after_the_sender_returned(
 async def test_message_added_during_replay_goes_behind(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=1.0)
     peer = Peer()
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=1.0, deliver=peer.send)
     async with running(buf):
         for name in "abc":
             await buf.add_message("qq", "m", name)
@@ -358,9 +353,8 @@ async def test_message_added_during_replay_goes_behind(
 async def test_link_drop_mid_replay_keeps_the_rest_in_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=10)
     peer = Peer(fail_on={3})
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=10, deliver=peer.send)
     async with running(buf):
 
         async def drop_link(msg: OutboundMessage) -> None:
@@ -391,9 +385,8 @@ async def test_link_drop_mid_replay_keeps_the_rest_in_order(
 async def test_failed_send_while_online_retries_with_backoff(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=10, retry_interval=1.0, max_send_attempts=0)
     peer = Peer(fail_on={1, 2, 3}, exc=RuntimeError)
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=10, retry_interval=1.0, max_send_attempts=0, deliver=peer.send)
     async with running(buf):
         for i in range(3):
             await buf.add_message("qq", "m", i)
@@ -408,9 +401,8 @@ async def test_failed_send_while_online_retries_with_backoff(
 async def test_poison_message_dropped_after_max_attempts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=10, retry_interval=1.0, max_send_attempts=3)
     peer = Peer(fail_on={0, 1, 2}, exc=RuntimeError)
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=10, retry_interval=1.0, max_send_attempts=3, deliver=peer.send)
     async with running(buf):
         for i in range(3):
             await buf.add_message("qq", "m", i)
@@ -424,45 +416,60 @@ async def test_poison_message_dropped_after_max_attempts(
 
 
 async def test_replay_messages_explicit(autojump_clock: trio.testing.MockClock) -> None:
-    buf = MessageBuffer(replay_rate=2.0)
+    bare = MessageBuffer(replay_rate=2.0)  # no sender: nothing is ever replayed
+    async with running(bare):
+        await bare.add_message("qq", "m", 0)
+        await bare.mark_platform_online("qq")
+        with pytest.raises(RuntimeError, match="sender"):
+            await bare.replay_messages("qq")
+        await trio.sleep(10)
+        assert bare.pending_count("qq") == 1
     peer = Peer()
+    buf = MessageBuffer(replay_rate=2.0, deliver=peer.send, auto_replay=False)
     async with running(buf):
         for i in range(5):
             await buf.add_message("qq", "m", i)
-        with pytest.raises(RuntimeError, match="sender"):
-            await buf.replay_messages("qq")
-        buf.set_sender(peer.send)
         with pytest.raises(PlatformOffline):
             await buf.replay_messages("qq")
-        buf.set_sender(None)
-        await buf.mark_platform_online("qq")  # no sender yet: nothing replays
+        await buf.mark_platform_online("qq")  # auto_replay off: nothing replays by itself
         await trio.sleep(10)
         assert buf.pending_count("qq") == 5
-        buf.set_sender(peer.send)
         t0 = trio.current_time()
         done = await buf.replay_messages("qq", 2)
         assert [m.content for m in done] == [0, 1]
         assert trio.current_time() - t0 == 0.5  # two sends at 2/s; no wait after the last
-        # The background replay resumes for the rest; a second explicit one conflicts.
-        with pytest.raises(Conflict):
-            await buf.replay_messages("qq")
-        await peer.wait_for(5)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(buf.replay_messages, "qq")
+            await trio.sleep(0.25)  # the first one waits for its slot
+            with pytest.raises(Conflict):
+                await buf.replay_messages("qq")
         assert peer.contents == [0, 1, 2, 3, 4]
-        # The rate is the platform's, not one replay's: the background replay
-        # keeps the spacing the explicit one started.
+        # The rate is the platform's, not one replay's: the next replay keeps
+        # the spacing the first one started.
         assert [t - t0 for t in peer.times] == [0, 0.5, 1.0, 1.5, 2.0]
+    # While the background replay runs, an explicit one conflicts.
+    peer2 = Peer()
+    auto = MessageBuffer(replay_rate=2.0, deliver=peer2.send)
+    async with running(auto):
+        for i in range(3):
+            await auto.add_message("qq", "m", i)
+        t0 = trio.current_time()
+        await auto.mark_platform_online("qq")
+        with pytest.raises(Conflict):
+            await auto.replay_messages("qq")
+        await peer2.wait_for(3)
+        assert [t - t0 for t in peer2.times] == [0, 0.5, 1.0]
 
 
 async def test_replay_messages_stops_at_first_failure(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=100)
     peer = Peer(fail_on={2})
+    buf = MessageBuffer(replay_rate=100, deliver=peer.send, auto_replay=False)
     async with running(buf):
         for i in range(5):
             await buf.add_message("qq", "m", i)
         await buf.mark_platform_online("qq")
-        buf.set_sender(peer.send)
         done = await buf.replay_messages("qq")
         assert [m.content for m in done] == [0, 1]
         assert (await contents(buf, "qq"))[0] == 2
@@ -533,9 +540,8 @@ async def test_durable_reopen_keeps_order_and_ttl(tmp_path: Path) -> None:
 
         store2 = _store(tmp_path)
         await store2.open()
-        buf2 = MessageBuffer(100, "priority", store=store2)
         peer = Peer()
-        buf2.set_sender(peer.send)
+        buf2 = MessageBuffer(100, "priority", store=store2, deliver=peer.send)
         async with running(buf2):
             after_qq = await buf2.get_messages("qq", None)
             assert [m.message for m in after_qq] == [m.message for m in before_qq]
@@ -757,6 +763,7 @@ def test_model(policy: str, strategy: str, ops: list[tuple[Any, ...]]) -> None:
     model = _Model(policy, strategy)
 
     async def main() -> None:
+        peer = Peer()
         buf = MessageBuffer(
             3,
             policy,
@@ -765,10 +772,12 @@ def test_model(policy: str, strategy: str, ops: list[tuple[Any, ...]]) -> None:
             global_max_size=4,
             default_ttl=5.0,
             replay_rate=4.0,
+            deliver=peer.send,
+            auto_replay=False,
         )
         async with running(buf):
             for pid in ("a", "b"):
-                await buf.mark_platform_online(pid)  # no sender: nothing replays by itself
+                await buf.mark_platform_online(pid)  # auto_replay off: nothing replays by itself
             for op in ops:
                 now = trio.current_time()
                 if op[0] == "add":
@@ -783,12 +792,10 @@ def test_model(policy: str, strategy: str, ops: list[tuple[Any, ...]]) -> None:
                     await buf.mark_platform_online(op[1])
                 else:
                     _, pid, k = op
-                    peer = Peer()
-                    buf.set_sender(peer.send)
+                    before = len(peer.got)
                     done = await buf.replay_messages(pid, k)
-                    buf.set_sender(None)
                     expected, t_end = model.replay(pid, k, now, 0.25)
-                    assert [m.content for m in done] == expected == peer.contents
+                    assert [m.content for m in done] == expected == peer.contents[before:]
                     assert trio.current_time() == t_end
                 model.expire(trio.current_time())
                 for pid in ("a", "b"):
@@ -811,9 +818,8 @@ async def test_link_errors_never_drop_a_message(autojump_clock: trio.testing.Moc
     # The platform's link died without mark_platform_offline (e.g. its actor
     # crashed): sends raise PlatformOffline. Retried with capped backoff, never
     # counted as refusals, so nothing is dropped however long it lasts.
-    buf = MessageBuffer(replay_rate=10, retry_interval=1.0, max_send_attempts=2)
     peer = Peer(fail_on=set(range(10)), exc=PlatformOffline)
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=10, retry_interval=1.0, max_send_attempts=2, deliver=peer.send)
     async with running(buf):
         for i in range(3):
             await buf.add_message("qq", "m", i, ttl=math.inf)
@@ -829,9 +835,8 @@ async def test_link_errors_never_drop_a_message(autojump_clock: trio.testing.Moc
 async def test_link_back_during_a_failed_send_retries_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    buf = MessageBuffer(replay_rate=10, retry_interval=5.0)
     peer = Peer(fail_on={0})
-    buf.set_sender(peer.send)
+    buf = MessageBuffer(replay_rate=10, retry_interval=5.0, deliver=peer.send)
 
     async def flap(msg: OutboundMessage) -> None:
         if peer.calls == 1:  # the link drops and returns while the send is failing
@@ -846,3 +851,18 @@ async def test_link_back_during_a_failed_send_retries_at_once(
         await peer.wait_for(1)
         assert peer.times == [t0]  # no 5 s backoff: the link is new
         assert peer.calls == 2
+
+
+async def test_a_snapshot_never_changes_after_it_was_read() -> None:
+    buf = MessageBuffer()
+    async with running(buf):
+        await buf.add_message("qq", "m", "a")
+        before = buf.snapshot
+        assert before is not None
+        await buf.add_message("qq", "m", "b")
+        await buf.mark_platform_online("tg")
+        assert before.queues["qq"].stats.size == 1 and "tg" not in before.queues
+        assert before.size == 1
+        after = buf.snapshot
+        assert after is not None and after.queues["qq"].stats.size == 2
+        assert buf.is_online("tg") and buf.pending_count("qq") == 2

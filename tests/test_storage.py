@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nekobot.storage import Store
+from nekobot.storage import Store, transaction
 
 
 async def test_rows_survive_reopen(tmp_path: Path) -> None:
@@ -61,3 +61,23 @@ async def test_run_before_open_is_a_clear_error() -> None:
     store = Store(":memory:")
     with pytest.raises(RuntimeError, match="not open"):
         await store.run(lambda c: c.execute("SELECT 1"))
+
+
+async def test_transaction_commits_or_rolls_back_as_a_whole(tmp_path: Path) -> None:
+    store = Store(tmp_path / "nekobot.db")
+    await store.open()
+    await store.run(lambda c: c.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)"))
+
+    def insert(rows: list[int]) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                conn.executemany("INSERT INTO t VALUES (?)", [(x,) for x in rows])
+
+        store.run_sync(fn)
+
+    insert([1, 2])
+    with pytest.raises(sqlite3.IntegrityError):
+        insert([3, 1])  # 3 goes in, then 1 collides: neither stays
+    rows = await store.run(lambda c: c.execute("SELECT x FROM t ORDER BY x").fetchall())
+    assert rows == [(1,), (2,)]
+    await store.close()
