@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..messages import OutboundMessage
+
 if TYPE_CHECKING:
-    from ..messages import OutboundMessage
     from .queue import BufferPolicy, OverflowStrategy, PlatformQueue
 
 __all__ = [
