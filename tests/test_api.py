@@ -9,6 +9,7 @@ handle attributes the API is allowed to use (team contract).
 from __future__ import annotations
 
 import gc
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -19,8 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from starlette.routing import Route
 
 from nekobot.api.app import create_app, openapi_document, serve_api
-from nekobot.config.schema import ApiConfig, NekoBotConfig, PlatformConfig, config_to_dict
-from nekobot.config.versions import ConfigChangeType, ConfigVersionManager
+from nekobot.config.schema import ApiConfig, NekoBotConfig, PlatformConfig
+from nekobot.config.service import ConfigService, ConfigSnapshot, PlatformChanges
+from nekobot.config.versions import ConfigVersion, ConfigVersionManager
+from nekobot.core.actor import Mailbox
 from nekobot.errors import (
     AlertNotFound,
     ConfigError,
@@ -40,27 +43,35 @@ WRONG = {"Authorization": "Bearer not-the-token"}
 # a minimal fake bot (attribute names from the team contract)
 
 
-class FakeRuntime:
-    """The runtime manager's interface: config changes take ``author`` and
-    ``base_revision`` and do the check-and-set themselves (as the bot does)."""
+class FakeApplier:
+    """What the config service applies ``[platforms]`` to (the runtime's part)."""
 
-    def __init__(self, cvm: ConfigVersionManager, bot: FakeBot) -> None:
-        self.platform_configs: dict[str, PlatformConfig] = {}
+    def __init__(self) -> None:
+        self.applied: list[dict[str, PlatformConfig]] = []
+
+    async def apply_platforms(
+        self,
+        platforms: Mapping[str, PlatformConfig],
+        *,
+        start_added: bool = True,
+        restart_changed: bool = True,
+    ) -> None:
+        self.applied.append(dict(platforms))
+
+
+class FakeRuntime:
+    """The runtime manager's interface: config changes go through the config
+    service (its check-and-set, its one lock), as the bot's do."""
+
+    def __init__(self, bot: FakeBot, changes: PlatformChanges) -> None:
         self.state: dict[str, str] = {}
         self.calls: list[tuple[Any, ...]] = []
-        self._cvm = cvm
         self._bot = bot
+        self._changes = changes
 
-    async def _changed(self, what: str) -> None:
-        self._bot.config = attrs.evolve(self._bot.config, platforms=dict(self.platform_configs))
-        await self._cvm.create_version(
-            config_to_dict(self._bot.config), ConfigChangeType.UPDATE, what, "runtime"
-        )
-
-    def _check(self, base_revision: int | None) -> None:
-        current = self._cvm.current_revision
-        if base_revision is not None and base_revision != (current or 0):
-            raise RevisionConflict(base_revision, current)
+    @property
+    def platform_configs(self) -> Mapping[str, PlatformConfig]:
+        return self._bot.config.platforms
 
     def _get(self, pid: str) -> PlatformConfig:
         if pid not in self.platform_configs:
@@ -76,30 +87,32 @@ class FakeRuntime:
         author: str,
         base_revision: int | None = None,
     ) -> None:
-        self._check(base_revision)
-        if pid in self.platform_configs:
-            raise PlatformExists(pid)
-        self.platform_configs[pid] = pc
+        await self._changes.change_platform(
+            pid, pc, start=auto_start, author=author, base_revision=base_revision, exists=False
+        )
         self.state[pid] = "RUNNING" if auto_start else "STOPPED"
-        await self._changed(f"add {pid}")
 
     async def remove_platform(
         self, pid: str, *, author: str, base_revision: int | None = None
     ) -> None:
-        self._check(base_revision)
-        self._get(pid)
-        del self.platform_configs[pid], self.state[pid]
-        await self._changed(f"remove {pid}")
+        await self._changes.change_platform(
+            pid, None, author=author, base_revision=base_revision, exists=True
+        )
+        self.state.pop(pid, None)
 
     async def update_platform_config(
         self, pid: str, updates: dict[str, Any], *, author: str, base_revision: int | None = None
     ) -> None:
-        self._check(base_revision)
         self.calls.append(("update", pid, updates))
         pc = self._get(pid)
         conn = attrs.evolve(pc.connection, **updates["connection"])
-        self.platform_configs[pid] = attrs.evolve(pc, connection=conn)
-        await self._changed(f"update {pid}")
+        await self._changes.change_platform(
+            pid,
+            attrs.evolve(pc, connection=conn),
+            author=author,
+            base_revision=base_revision,
+            exists=True,
+        )
 
     async def start_platform(self, pid: str) -> None:
         self._get(pid)
@@ -182,31 +195,52 @@ class FakeMonitor:
 
 class FakeBot:
     def __init__(self, api: ApiConfig) -> None:
-        self.config = NekoBotConfig(api=api)
-        self.config_version_manager = ConfigVersionManager()
-        self.runtime_manager = FakeRuntime(self.config_version_manager, self)
+        mailbox: Mailbox[Any] = Mailbox("config")
+        self.applier = FakeApplier()
+        self.config_version_manager = ConfigService(
+            NekoBotConfig(api=api),
+            history=ConfigVersionManager(),
+            runtime=self.applier,
+            mailbox=mailbox,
+        )
+        self.runtime_manager = FakeRuntime(self, PlatformChanges(mailbox.ref))
         self.fault_isolation_manager = FakeFaults()
         self.message_router = FakeRouter()
         self.message_buffer = FakeBuffer()
         self.status_monitor = FakeMonitor()
         self.ready = True
-        self.applied: list[dict[str, Any]] = []
 
-        async def apply(cfg: dict[str, Any]) -> None:
-            self.applied.append(cfg)
+    @property
+    def config(self) -> NekoBotConfig:
+        return self.config_version_manager.config
 
-        self.config_version_manager.set_apply_callback(apply)
+    @config.setter
+    def config(self, new: NekoBotConfig) -> None:
+        # The tests stand in for a reload that changed [api] (no version recorded).
+        cvm = self.config_version_manager
+        cvm.publish(ConfigSnapshot(new, cvm.current_revision))
+
+    async def apply_config(
+        self,
+        new: NekoBotConfig | Mapping[str, Any],
+        *,
+        description: str = "",
+        author: str = "api",
+        base_revision: int | None = None,
+    ) -> ConfigVersion:
+        return await self.config_version_manager.apply(
+            new, author=author, description=description, base_revision=base_revision
+        )
 
 
 QQ = {"type": "tests.fakes:FakePlatform", "label": "qq", "connection": {"reconnect_interval": 2.0}}
 
 
 @pytest.fixture
-async def bot() -> FakeBot:
+async def bot(nursery: trio.Nursery) -> FakeBot:
     b = FakeBot(ApiConfig(token=TOKEN, max_body_size=4096))
-    await b.config_version_manager.create_version(
-        config_to_dict(b.config), ConfigChangeType.CREATE, "start", "startup"
-    )
+    await nursery.start(b.config_version_manager.run)
+    await b.config_version_manager.record_start("start")
     await b.runtime_manager.add_platform(
         "qq",
         PlatformConfig(type="tests.fakes:FakePlatform", settings=FakeConfig(label="qq")),
@@ -466,7 +500,9 @@ async def test_rollback_and_diff_over_the_api(client: httpx.AsyncClient, bot: Fa
         version = r.json()["version"]
         assert version["change_type"] == "rollback"
         assert version["restored_id"] == "v1" and version["parent_id"] == "v2"
-        assert bot.applied == [bot.config_version_manager.get_version("v1").config]
+        # v1 had no platforms: the rollback applied exactly that, and qq is gone
+        assert bot.applier.applied[-1] == {}
+        assert "qq" not in bot.config.platforms
         r = await client.get("/api/config/diff", params={"from": "v2"}, headers=GOOD)
         assert r.json()["to"] == "v3"
         assert {"op": "remove", "path": "/platforms/qq"} in r.json()["patch"]
