@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from ..core.actor import Actor, ActorRef, Call, Mailbox, Request
-from ..errors import PlatformExists, PlatformNotFound, RevisionConflict
+from ..errors import PlatformExists, PlatformNotFound
 from .loader import load_config, parse_config
 from .schema import NekoBotConfig, PlatformConfig, config_to_dict
 from .versions import ConfigChangeType, ConfigDiff, ConfigVersion, ConfigVersionManager
@@ -349,13 +349,8 @@ class ConfigService(Actor[_Msg, ConfigSnapshot]):
             else:
                 item.reply(result)
 
-    def _check_base(self, base_revision: int | None) -> None:
-        current = self.history.current_revision
-        if base_revision is not None and base_revision != (current or 0):
-            raise RevisionConflict(base_revision, current)
-
     async def _change(self, ch: _Change) -> ConfigVersion | None:
-        self._check_base(ch.base_revision)
+        self.history.check_base(ch.base_revision)
         old = self.config
         new = attrs.evolve(ch.build(old), source_dir=old.source_dir)
         description = ch.description
@@ -396,7 +391,7 @@ class ConfigService(Actor[_Msg, ConfigSnapshot]):
             log.exception("restoring the previous platforms after a failed change failed too")
 
     async def _rollback(self, msg: _Rollback) -> ConfigVersion:
-        self._check_base(msg.base_revision)
+        self.history.check_base(msg.base_revision)
         target = self.history.get_version(msg.version_id)
         new = parse_config(target.config, source_dir=self.config.source_dir)
         version = await self._change(

@@ -407,7 +407,13 @@ class ConfigVersionManager:
 
     # ---- recording ---------------------------------------------------------
 
-    def _check_base(self, base_revision: int | None) -> None:
+    def check_base(self, base_revision: int | None) -> None:
+        """The one check-and-set rule: ``base_revision`` must be the current
+        revision (``0`` when there is none yet); ``None`` skips the check.
+
+        Raises:
+            RevisionConflict: naming both revisions.
+        """
         if base_revision is not None and base_revision != (self._current or 0):
             raise RevisionConflict(base_revision, self._current)
 
@@ -516,7 +522,7 @@ class ConfigVersionManager:
             InvalidRequest: if ``config`` holds something TOML cannot (NaN, None,
                 non-string keys, objects).
         """
-        self._check_base(base_revision)
+        self.check_base(base_revision)
         return await self._record(
             config, change_type, description, author, restored_revision=restored_revision
         )
@@ -541,7 +547,7 @@ class ConfigVersionManager:
             VersionCorrupted: if its stored config fails the checksum.
             RevisionConflict: if ``base_revision`` is given and is not current.
         """
-        self._check_base(base_revision)
+        self.check_base(base_revision)
         target = self.get_version(version_id)
         return await self._record(
             target.config,
