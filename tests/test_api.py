@@ -27,9 +27,7 @@ from nekobot.core.actor import Mailbox
 from nekobot.errors import (
     AlertNotFound,
     ConfigError,
-    PlatformExists,
     PlatformNotFound,
-    RevisionConflict,
 )
 
 from .fakes import FakeConfig
