@@ -6,6 +6,10 @@ A :class:`Window` covers ``span`` seconds of the Trio clock with
 that fell into it, so counts are exact and uncapped; the window's edge moves in
 steps of one bucket. Latency percentiles come from a bounded ring of the newest
 samples (``history_size``).
+
+A window changes only when a record is added or when its oldest bucket or
+sample leaves it; :meth:`Window.next_change` says when the latter happens, so
+the monitor wakes for a window only then (an empty window never wakes it).
 """
 
 from __future__ import annotations
@@ -92,19 +96,44 @@ class Window:
         self.samples.append((t, latency_ms))
         self.last_t = t
 
-    def prune(self, now: float) -> None:
-        horizon = now - self.span
-        buckets = self.buckets
-        width = self.width
-        while buckets and buckets[0][0] + width <= horizon:
-            buckets.popleft()
-        samples = self.samples
-        while samples and samples[0][0] <= horizon:
-            samples.popleft()
+    @property
+    def live(self) -> bool:
+        """True while the window holds a bucket or a latency sample."""
+        return bool(self.buckets) or bool(self.samples)
 
-    def figures(self, now: float) -> WindowFigures:
-        """Prune to the window ending at ``now`` (Trio clock) and sum it up."""
-        self.prune(now)
+    def next_change(self) -> float:
+        """Trio clock seconds when the oldest bucket or sample leaves (``inf``: empty).
+
+        Uses the same sums as :meth:`prune`, so ``prune(next_change())``
+        always removes something (no float rounding can make the monitor wake
+        twice for one change).
+        """
+        t = math.inf
+        if self.buckets:
+            t = self.buckets[0][0] + self.width + self.span
+        if self.samples:
+            t = min(t, self.samples[0][0] + self.span)
+        return t
+
+    def prune(self, now: float) -> bool:
+        """Drop what is older than the window ending at ``now`` (Trio clock).
+
+        Returns:
+            bool: True if anything was dropped (the figures changed).
+        """
+        span = self.span
+        width = self.width
+        buckets = self.buckets
+        samples = self.samples
+        before = len(buckets) + len(samples)
+        while buckets and buckets[0][0] + width + span <= now:
+            buckets.popleft()
+        while samples and samples[0][0] + span <= now:
+            samples.popleft()
+        return len(buckets) + len(samples) != before
+
+    def figures(self) -> WindowFigures:
+        """Sum up what the window holds (call :meth:`prune` first to move its edge)."""
         total = errors = 0
         lat_sum = 0.0
         lat_min = math.inf
