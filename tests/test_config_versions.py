@@ -19,6 +19,7 @@ import tomli_w
 import trio
 from hypothesis import HealthCheck, given, settings
 
+from nekobot.api.serialize import dump_json
 from nekobot.config.loader import parse_config
 from nekobot.config.schema import config_to_dict
 from nekobot.config.versions import REDACTED, ConfigChangeType, ConfigVersionManager, redact
@@ -179,7 +180,7 @@ async def test_diff_is_a_json_patch_and_a_toml_diff_with_secrets_redacted() -> N
     await mgr.create_version(one, ConfigChangeType.CREATE, "", "t")
     await mgr.create_version(two, ConfigChangeType.UPDATE, "", "t")
     diff = mgr.compare_versions("v1", "v2")
-    text = json.dumps(diff.to_dict())
+    text = dump_json(diff)  # what the API and the console print
     for secret in ("tok-ONE", "qq-ONE", "qq-TWO", "pw-same", "tg-NEW"):
         assert secret not in text
     ops = {(op["op"], op["path"]): op.get("value") for op in diff.patch}
@@ -190,7 +191,8 @@ async def test_diff_is_a_json_patch_and_a_toml_diff_with_secrets_redacted() -> N
     assert "-port = 8080" in diff.unified_diff and "+port = 9090" in diff.unified_diff
     assert diff.unified_diff.startswith("--- v1\n+++ v2\n")
     assert mgr.compare_versions("v2", "v2").patch == []
-    shown = mgr.get_version("v2").to_dict(include_config=True)
+    v2 = mgr.get_version("v2")
+    shown = json.loads(dump_json({"version": v2, "config": v2.config}))
     assert shown["config"]["platforms"]["qq"]["access_token"] == REDACTED
     assert "qq-TWO" not in json.dumps(shown)
 

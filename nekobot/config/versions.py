@@ -24,13 +24,8 @@ when asked.
 from __future__ import annotations
 
 import difflib
-import enum
-import hashlib
-import json
 import logging
-import math
 import os
-import re
 import sqlite3
 import time
 import tomllib
@@ -38,7 +33,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import jsonpatch
 import tomli_w
 import trio
@@ -47,7 +41,6 @@ from ..errors import (
     ConfigError,
     InvalidRequest,
     RevisionConflict,
-    VersionCorrupted,
     VersionNotFound,
 )
 from ..storage import Store, transaction
@@ -56,6 +49,10 @@ from .redaction import REDACTED as REDACTED
 from .redaction import is_secret_key as is_secret_key
 from .redaction import redact as redact
 from .schema import config_to_dict
+from .version import ConfigChangeType as ConfigChangeType
+from .version import ConfigDiff as ConfigDiff
+from .version import ConfigVersion as ConfigVersion
+from .version import canonical, parse_id, plain_config, sha256_hex
 
 __all__ = [
     "REDACTED",
@@ -68,182 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("nekobot.config.versions")
-
-
-class ConfigChangeType(enum.Enum):
-    """What kind of change a version records (seed names)."""
-
-    CREATE = "create"
-    """The first config (bot start with no history)."""
-    UPDATE = "update"
-    """A change through the API, the console, a reload or an import."""
-    DELETE = "delete"
-    """A removal (e.g. of a platform), when the caller wants it told apart."""
-    ROLLBACK = "rollback"
-    """A rollback to an earlier version's config."""
-
-
-# --------------------------------------------------------------------------
-# canonical form
-
-
-def _plain(value: Any, path: str) -> Any:
-    """A deep copy of a TOML-able value as plain dicts / lists / scalars."""
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise InvalidRequest(f"config{path}: keys must be strings, got {k!r}")
-            out[k] = _plain(v, f"{path}.{k}")
-        return out
-    if isinstance(value, list | tuple):
-        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, float):
-        if math.isnan(value):
-            raise InvalidRequest(f"config{path}: NaN cannot be stored in a config version")
-        return value
-    if isinstance(value, str | bool | int):
-        return value
-    raise InvalidRequest(
-        f"config{path}: {type(value).__name__} is not a TOML value "
-        "(expected table, array, string, integer, float or boolean)"
-    )
-
-
-def _canonical(config: Mapping[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _checksum(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _parse_id(version_id: str | int) -> int:
-    if isinstance(version_id, int) and not isinstance(version_id, bool):
-        return version_id
-    if isinstance(version_id, str):
-        m = re.fullmatch(r"[vV]?(\d{1,18})", version_id.strip())
-        if m:
-            return int(m.group(1))
-    raise VersionNotFound(str(version_id))
-
-
-def _vid(revision: int | None) -> str | None:
-    return None if revision is None else f"v{revision}"
-
-
-# --------------------------------------------------------------------------
-# data
-
-
-@attrs.frozen(kw_only=True)
-class ConfigVersion:
-    """One recorded config; immutable.
-
-    The config itself is held as canonical JSON text; :attr:`config` returns a
-    fresh deep copy after checking the sha256 checksum.
-    """
-
-    revision: int
-    """Position in the history (1, 2, …); grows by one per version, never reused."""
-    change_type: ConfigChangeType
-    """What kind of change this records."""
-    description: str
-    """Free text: why the change was made."""
-    author: str
-    """Who or what made it (``"api"``, ``"console"``, ``"reload"``, ``"startup"`` …)."""
-    created_at: float
-    """Wall-clock ``time.time()`` when it was recorded."""
-    parent_revision: int | None
-    """The revision that was current when this one was recorded (``None`` for the
-    first). For a ROLLBACK: the version rolled back *from*."""
-    restored_revision: int | None = None
-    """For a ROLLBACK: the version whose config it restored; else ``None``."""
-    checksum: str
-    """sha256 (hex) of the canonical JSON text of the config."""
-    _text: str = attrs.field(alias="text", repr=False)
-
-    @property
-    def version_id(self) -> str:
-        """``"v<revision>"``."""
-        return f"v{self.revision}"
-
-    @property
-    def parent_id(self) -> str | None:
-        """``"v<parent_revision>"`` or ``None``."""
-        return _vid(self.parent_revision)
-
-    @property
-    def restored_id(self) -> str | None:
-        """``"v<restored_revision>"`` or ``None``."""
-        return _vid(self.restored_revision)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """A fresh deep copy of the stored config dict.
-
-        Raises:
-            VersionCorrupted: if the stored text no longer matches its checksum.
-        """
-        if _checksum(self._text) != self.checksum:
-            raise VersionCorrupted(self.version_id)
-        data: dict[str, Any] = json.loads(self._text)
-        return data
-
-    def verify(self) -> bool:
-        """Whether the stored config still matches its checksum."""
-        return _checksum(self._text) == self.checksum
-
-    def to_dict(
-        self, *, include_config: bool = False, include_secrets: bool = False
-    ) -> dict[str, Any]:
-        """A JSON-able view (what the API and console show).
-
-        Args:
-            include_config (bool): Add the config itself under ``"config"``.
-            include_secrets (bool): Show secrets in that config (default: redacted).
-
-        Raises:
-            VersionCorrupted: with ``include_config``, if the checksum fails.
-        """
-        out: dict[str, Any] = {
-            "version_id": self.version_id,
-            "revision": self.revision,
-            "change_type": self.change_type.value,
-            "description": self.description,
-            "author": self.author,
-            "created_at": self.created_at,
-            "parent_id": self.parent_id,
-            "restored_id": self.restored_id,
-            "checksum": self.checksum,
-        }
-        if include_config:
-            cfg = self.config
-            out["config"] = cfg if include_secrets else redact(cfg)
-        return out
-
-
-@attrs.frozen(kw_only=True)
-class ConfigDiff:
-    """What :meth:`ConfigVersionManager.compare_versions` returns; secrets redacted."""
-
-    from_id: str
-    """The older side's version id."""
-    to_id: str
-    """The newer side's version id."""
-    patch: list[dict[str, Any]]
-    """RFC 6902 JSON Patch turning ``from_id``'s config into ``to_id``'s."""
-    unified_diff: str
-    """Unified diff of the two configs' TOML text (empty when equal)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able view."""
-        return {
-            "from": self.from_id,
-            "to": self.to_id,
-            "patch": self.patch,
-            "diff": self.unified_diff,
-        }
 
 
 # --------------------------------------------------------------------------
@@ -387,7 +208,7 @@ class ConfigVersionManager:
         Raises:
             VersionNotFound: if there is no such version (or it was pruned).
         """
-        rev = _parse_id(version_id)
+        rev = parse_id(version_id)
         try:
             return self._versions[rev]
         except KeyError:
@@ -430,7 +251,7 @@ class ConfigVersionManager:
             raise RuntimeError("ConfigVersionManager.open() was not awaited")
         if not isinstance(config, Mapping):
             raise InvalidRequest(f"config must be a dict, got {type(config).__name__}")
-        text = _canonical(_plain(config, ""))
+        text = canonical(plain_config(config, ""))
         revision = self._counter + 1
         parent = self._current
         version = ConfigVersion(
@@ -441,7 +262,7 @@ class ConfigVersionManager:
             created_at=time.time(),
             parent_revision=parent,
             restored_revision=restored_revision,
-            checksum=_checksum(text),
+            checksum=sha256_hex(text),
             text=text,
         )
         before = self._versions
