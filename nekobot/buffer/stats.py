@@ -7,10 +7,9 @@ the queues it touched, so a queue going online costs O(1), not O(queues).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -45,20 +44,6 @@ class BufferedMessage:
     attempts: int
     """Failed replay sends so far."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (``inf`` becomes ``None``)."""
-        m = self.message
-        return {
-            "platform_id": m.platform_id,
-            "message_type": m.message_type,
-            "content": m.content,
-            "priority": m.priority.name,
-            "message_key": m.message_key,
-            "created_at": m.created_at,
-            "age": self.age,
-            "expires_in": None if math.isinf(self.expires_in) else self.expires_in,
-            "attempts": self.attempts,
-        }
 
 
 @attrs.frozen(kw_only=True)
@@ -119,12 +104,6 @@ class BufferStats:
     """Seconds (Trio clock) the oldest queued message of any platform has waited."""
     platforms: Mapping[str, PlatformBufferStats]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form for the HTTP API."""
-        d = attrs.asdict(self, recurse=True)
-        d["policy"] = self.policy.value
-        d["overflow_strategy"] = self.overflow_strategy.value
-        return d
 
 
 @attrs.frozen

@@ -112,14 +112,6 @@ class ConnectionStats:
         d["status"] = self.status.value
         return d
 
-    as_dict = to_dict
-
-
-def _effective_timeout(cfg: ConnectionConfig, announced: float | None) -> float:
-    if cfg.heartbeat_timeout is not None:
-        return cfg.heartbeat_timeout
-    return 3 * (announced or cfg.heartbeat_interval)
-
 
 def effective_timeout(cfg: ConnectionConfig, announced: float | None) -> float:
     """Silence (seconds) after which a link is dead: ``heartbeat_timeout`` if set,
