@@ -7,17 +7,19 @@ router settle; no real sleeps.
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
 
 from nekobot.config.schema import RouterConfig
-from nekobot.errors import InvalidRequest
+from nekobot.errors import CallTimeout, InvalidRequest
 from nekobot.messages import Message, MessagePriority
 from nekobot.monitor.status_monitor import StatusMonitor
-from nekobot.routing.message_router import DeadLetter, MessageRouter
+from nekobot.routing.message_router import DeadLetter, Handler, MessageRouter
 
 P = MessagePriority
 
@@ -606,3 +608,225 @@ async def test_handler_timeout_spares_handlers_that_finish_in_time(
     assert len(finished) == 6
     s = router.get_stats()
     assert (s.failed, s.dead_lettered, s.processed) == (0, 0, 6)
+
+
+# ---- containment: anything but cancellation is a handler failure -------------
+
+
+class CustomBaseError(BaseException):
+    """A BaseException subclass a plugin might define."""
+
+
+def _exit_3() -> None:
+    sys.exit(3)
+
+
+def _keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _generator_exit() -> None:
+    raise GeneratorExit
+
+
+def _custom() -> None:
+    raise CustomBaseError("custom")
+
+
+def _group() -> None:
+    raise BaseExceptionGroup("plugin", [SystemExit(3), KeyboardInterrupt(), ValueError("v")])
+
+
+@pytest.mark.parametrize(
+    ("raiser", "error_type"),
+    [
+        (_exit_3, "SystemExit"),
+        (_keyboard_interrupt, "KeyboardInterrupt"),
+        (_generator_exit, "GeneratorExit"),
+        (_custom, "CustomBaseError"),
+        (_group, "BaseExceptionGroup"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["async", "cheap"])
+async def test_base_exception_in_handler_is_contained_retried_and_dead_lettered(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    raiser: Callable[[], None],
+    error_type: str,
+    kind: str,
+) -> None:
+    router = make_router(max_concurrency=1, max_retries=2, retry_backoff=1.0)
+    tries: list[float] = []
+    handled: list[tuple[str, float]] = []
+
+    async def async_bad(m: Message) -> None:
+        tries.append(trio.current_time())
+        raiser()
+
+    def sync_bad(m: Message) -> None:
+        tries.append(trio.current_time())
+        raiser()
+
+    async def good(m: Message) -> None:
+        handled.append((m.content, trio.current_time()))
+
+    bad: Handler = async_bad if kind == "async" else sync_bad  # cheap: inline
+    router.register_handler("bad", bad, cheap=kind == "cheap", name="bad")
+    router.register_handler("good", good)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.run)
+        t0 = trio.current_time()
+        await router.route_message("qq", "bad", "b", dedup_key="b")
+        await router.route_message("qq", "good", "first")
+        await trio.sleep(1.5)
+        await router.route_message("qq", "good", "between retries")
+        await trio.sleep(100)
+        assert router.running  # the worker and the router live on
+        await router.route_message("qq", "good", "after dead letter")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert [t - t0 for t in tries] == [0.0, 1.0, 3.0]  # Backoff: 1 s, then 2 s
+    assert [(c, t - t0) for c, t in handled] == [
+        ("first", 0.0),
+        ("between retries", 1.5),
+        ("after dead letter", 101.5),
+    ]
+    s = router.get_stats()
+    assert (s.failed, s.retried, s.dead_lettered, s.processed) == (3, 2, 1, 3)
+    (dl,) = router.get_dead_letters()
+    assert (dl.error_type, dl.handlers, dl.attempts, dl.at - t0) == (error_type, ("bad",), 3, 3.0)
+    # logged with the traceback, once per failed call
+    failures = [r for r in caplog.records if r.getMessage().startswith("handler bad failed")]
+    assert len(failures) == 3 and all(r.exc_info for r in failures)
+    assert_conserved(router)
+
+
+@pytest.mark.parametrize("raiser", [_exit_3, _keyboard_interrupt, _generator_exit, _custom, _group])
+async def test_base_exception_in_threaded_handler_is_contained(
+    raiser: Callable[[], None],
+) -> None:
+    """A plain handler runs in a thread (no autojump clock: it cannot see
+    threads); what it raises comes back to the worker and is contained."""
+    router = make_router(max_concurrency=1, max_retries=2, retry_backoff=0.0)
+    tries: list[int] = []
+    handled: list[str] = []
+
+    def bad(m: Message) -> None:
+        tries.append(threading.get_ident())
+        raiser()
+
+    async def good(m: Message) -> None:
+        handled.append(m.content)
+
+    router.register_handler("bad", bad)
+    router.register_handler("good", good)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(router.run)
+            await router.route_message("qq", "bad", "b")
+            while router.get_stats().dead_lettered < 1:  # noqa: ASYNC110 - no event for it
+                await trio.sleep(0.001)
+            await router.route_message("qq", "good", "after")
+            await router.drain()
+            nursery.cancel_scope.cancel()
+    assert len(tries) == 3 and threading.get_ident() not in tries
+    assert handled == ["after"]
+    s = router.get_stats()
+    assert (s.failed, s.retried, s.dead_lettered, s.processed) == (3, 2, 1, 1)
+
+
+async def _raise_in_child_when_cancelled(exc: BaseException) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        raise exc
+
+
+async def test_group_holding_cancelled_times_out_once_and_is_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The watchdog cancels a handler whose nursery answers with a group of
+    Cancelled + KeyboardInterrupt: the failure is counted once, the
+    cancellation still reaches the worker's scope, the queue moves on."""
+    router = make_router(max_concurrency=1, max_retries=1, retry_backoff=1.0, handler_timeout=5.0)
+    starts: list[float] = []
+    handled: list[float] = []
+
+    async def spawns(m: Message) -> None:
+        starts.append(trio.current_time())
+        async with trio.open_nursery() as inner:
+            inner.start_soon(_raise_in_child_when_cancelled, KeyboardInterrupt())
+            await trio.sleep_forever()
+
+    async def good(m: Message) -> None:
+        handled.append(trio.current_time())
+
+    router.register_handler("grp", spawns, name="spawns")
+    router.register_handler("ok", good)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.run)
+        t0 = trio.current_time()
+        await router.route_message("qq", "grp", {})
+        await router.route_message("qq", "ok", {})
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    assert [t - t0 for t in starts] == [0.0, 6.0]
+    assert [t - t0 for t in handled] == [5.0]
+    s = router.get_stats()
+    assert (s.failed, s.retried, s.dead_lettered, s.processed) == (2, 1, 1, 1)
+    (dl,) = s.dead_letters
+    assert dl.at - t0 == 11.0 and "KeyboardInterrupt" in dl.error
+    assert "Cancelled" not in dl.error
+
+
+async def test_shutdown_cancellation_passes_through_a_group() -> None:
+    """Cancelling the router while a handler's nursery raises Cancelled +
+    SystemExit: the SystemExit is the handler's failure, the cancellation ends
+    the router, and nothing escapes to the caller."""
+    router = make_router(max_concurrency=1)
+    started = trio.Event()
+
+    async def spawns(m: Message) -> None:
+        async with trio.open_nursery() as inner:
+            inner.start_soon(_raise_in_child_when_cancelled, SystemExit(3))
+            started.set()
+            await trio.sleep_forever()
+
+    router.register_handler("grp", spawns)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(router.run)
+            await router.route_message("qq", "grp", {})
+            await started.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert nursery.cancel_scope.cancelled_caught
+    s = router.get_stats()
+    assert not s.running and s.failed == 1 and s.in_flight == 0
+
+
+async def test_drain_answers_once_the_queue_is_empty(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    router = make_router(max_concurrency=1)
+
+    async def slow(m: Message) -> None:
+        await trio.sleep(1.0)
+
+    router.register_handler("m", slow)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.run)
+        for n in range(3):
+            await router.route_message("qq", "m", n)
+        t0 = trio.current_time()
+        await router.drain()
+        assert trio.current_time() - t0 == 3.0
+        s = router.get_stats()
+        assert (s.processed, s.queued, s.in_flight) == (3, 0, 0)
+        await router.route_message("qq", "m", 4)
+        with pytest.raises(CallTimeout):
+            await router.drain(timeout=0.5)
+        assert trio.current_time() - t0 == 3.5
+        fresh = await router.stats()
+        assert fresh.in_flight == 1 and fresh.queue_wait_p50_ms == 0.0
+        nursery.cancel_scope.cancel()
