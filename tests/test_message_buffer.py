@@ -295,6 +295,21 @@ async def test_replay_rate_exact_schedule(autojump_clock: trio.testing.MockClock
         assert buf.get_buffer_stats().replayed_total == 6
 
 
+async def test_a_link_going_down_takes_its_accounts_but_not_a_later_one() -> None:
+    buf = MessageBuffer(deliver=Peer().send)
+    async with running(buf):
+        for queue in ("qq", "qq@1", "qq@2", "qqx@1"):
+            await buf.mark_platform_online(queue)
+        async with trio.open_nursery() as nursery:
+            # sent in this order from two tasks: the new link's account comes
+            # up after the old link went down, and stays up
+            nursery.start_soon(lambda: buf.mark_platform_offline("qq", accounts=True))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(buf.mark_platform_online, "qq@3")
+        online = {q: buf.is_online(q) for q in ("qq", "qq@1", "qq@2", "qq@3", "qqx@1")}
+    assert online == {"qq": False, "qq@1": False, "qq@2": False, "qq@3": True, "qqx@1": True}
+
+
 async def test_removed_only_after_the_sender_returned(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -280,14 +280,21 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
         """
         await self.ref.call(SetOnline(platform_id, True), timeout=self.call_timeout)
 
-    async def mark_platform_offline(self, platform_id: str) -> None:
+    async def mark_platform_offline(self, platform_id: str, *, accounts: bool = False) -> None:
         """The platform's link is down: keep buffering; a running replay stops
         before its next send.
+
+        Args:
+            platform_id (str): The queue (``"qq"``, or one account's ``"qq@10001"``).
+            accounts (bool): Also every account queue of this platform
+                (``"qq@…"``): the whole link is gone. An account that comes up
+                after this call (a new link) is not affected: the buffer takes
+                the two in the order they were sent.
 
         Raises:
             InvalidRequest: if ``platform_id`` is no valid queue name.
         """
-        await self.ref.call(SetOnline(platform_id, False), timeout=self.call_timeout)
+        await self.ref.call(SetOnline(platform_id, False, accounts), timeout=self.call_timeout)
 
     def is_online(self, platform_id: str) -> bool:
         """Whether the platform is marked online (sync; reads the snapshot).
@@ -443,6 +450,10 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
                 result = self._failed(msg)
             elif isinstance(msg, SetOnline):
                 self._set_online(st.queue(msg.queue), msg.online)
+                if msg.accounts and not msg.online:
+                    prefix = f"{msg.queue}@"
+                    for name in [n for n in st.queues if n.startswith(prefix)]:
+                        self._set_online(st.queue(name), False)
             elif isinstance(msg, StartReplay):
                 self._start_replay(st.queue(msg.queue))
             elif isinstance(msg, ListMessages):

@@ -192,6 +192,8 @@ class SetOnline(Request[None]):
 
     queue: str = attrs.field(validator=_queue_name)
     online: bool = attrs.field(validator=attrs.validators.instance_of(bool))
+    accounts: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Going offline: also every account queue of the platform (``<queue>@…``)."""
 
 
 @attrs.frozen
