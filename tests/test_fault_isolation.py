@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nekobot.config.schema import FaultIsolationConfig, SupervisorConfig
+from nekobot.core.actor import Mailbox
 from nekobot.core.supervisor import Backoff
 from nekobot.errors import PlatformNotFound
 from nekobot.faults.fault_isolation import (
@@ -59,11 +60,13 @@ async def running(
     fi_cfg: FaultIsolationConfig = FI,
     monitor: Any = None,
 ) -> AsyncIterator[tuple[RuntimeManager, FaultIsolation]]:
-    fi = FaultIsolation.from_config(fi_cfg, monitor=monitor)
+    mailbox: Mailbox[Any] = Mailbox("runtime")
+    fi = FaultIsolation.from_config(fi_cfg, monitor=monitor, events=mailbox.ref)
     rm = RuntimeManager.from_config(
-        sup, fault_isolation=fi, platform_factory=world.factory, monitor=monitor
+        sup, fault_isolation=fi, platform_factory=world.factory, monitor=monitor, mailbox=mailbox
     )
     async with trio.open_nursery() as n:
+        await n.start(fi.run)
         await n.start(rm.run)
         yield rm, fi
         n.cancel_scope.cancel()
@@ -75,7 +78,15 @@ def state(rm: RuntimeManager, pid: str) -> PlatformState:
     return st_.state
 
 
-# ---- the object alone ----------------------------------------------------------
+# ---- the actor alone ----------------------------------------------------------
+
+
+@asynccontextmanager
+async def alone(fi: FaultIsolation) -> AsyncIterator[FaultIsolation]:
+    async with trio.open_nursery() as n:
+        await n.start(fi.run)
+        yield fi
+        n.cancel_scope.cancel()
 
 
 def _raise(exc: BaseException) -> BaseException:
@@ -93,6 +104,11 @@ async def test_handle_fault_records_and_opens_the_breaker(
         FaultIsolationConfig(failure_threshold=3, error_window=10.0, max_fault_records=4),
         monitor=monitor,
     )
+    async with alone(fi):
+        await _breaker_opens(fi, monitor)
+
+
+async def _breaker_opens(fi: FaultIsolation, monitor: FakeMonitor) -> None:
     rec = await fi.handle_fault("qq", _raise(ValueError("bad frame")), {"source": "supervisor"})
     assert rec.isolation_strategy is IsolationStrategy.RESTART_PLATFORM
     assert (rec.platform_id, rec.error_type, rec.error_message) == ("qq", "ValueError", "bad frame")
@@ -135,8 +151,10 @@ async def test_fault_records_persist_to_the_store() -> None:
     store = Store(":memory:")
     await store.open()
     fi = FaultIsolation.from_config(FaultIsolationConfig(), store=store)
-    await fi.handle_fault("qq", _raise(SystemExit(1)), {"source": "supervisor"})
-    await fi.handle_fault("tg", _raise(OSError("down")))
+    async with alone(fi):
+        await fi.handle_fault("qq", _raise(SystemExit(1)), {"source": "supervisor"})
+        await fi.handle_fault("tg", _raise(OSError("down")))
+        await fi.flush()
     rows = await store.run(
         lambda c: c.execute(
             "SELECT platform_id, error_type, isolation_strategy FROM fault_records ORDER BY id"
@@ -377,16 +395,20 @@ def test_model_schedules(n_platforms: int, ops: list[tuple[str, Any]]) -> None:
     trials: list[tuple[str, float]] = []
 
     async def main() -> None:
-        fi = FaultIsolation.from_config(MFI)
+        mailbox: Mailbox[Any] = Mailbox("runtime")
+        fi = FaultIsolation.from_config(MFI, events=mailbox.ref)
         orig = fi.begin_trial
 
-        def begin_trial(pid: str) -> None:
+        async def begin_trial(pid: str, *, timeout: float = 8.0) -> bool:
             trials.append((pid, trio.current_time()))
-            orig(pid)
+            return await orig(pid, timeout=timeout)
 
-        fi.begin_trial = begin_trial  # type: ignore[method-assign]
-        rm = RuntimeManager.from_config(MSUP, fault_isolation=fi, platform_factory=world.factory)
+        fi.begin_trial = begin_trial  # type: ignore[method-assign,assignment]
+        rm = RuntimeManager.from_config(
+            MSUP, fault_isolation=fi, platform_factory=world.factory, mailbox=mailbox
+        )
         async with trio.open_nursery() as n:
+            await n.start(fi.run)
             await n.start(rm.run)
             await rm.load({p: config() for p in pids})
             for op, arg in ops:

@@ -14,10 +14,12 @@ import pytest
 import trio
 import trio.testing
 
-from nekobot.config.schema import FaultIsolationConfig, SupervisorConfig
+from nekobot.config.schema import FaultIsolationConfig, PlatformConfig, SupervisorConfig
+from nekobot.core.actor import Mailbox
 from nekobot.errors import ConfigError, InvalidRequest, PlatformExists, PlatformNotFound
 from nekobot.faults.fault_isolation import FaultIsolation
 from nekobot.runtime.runtime_manager import (
+    DirectChanges,
     PlatformLifecycleStatus,
     PlatformStartError,
     PlatformState,
@@ -31,6 +33,25 @@ SUP = SupervisorConfig(
 )
 
 
+class Recording:
+    """A config owner without history that records the description of every change
+    (what the config service would record as a version)."""
+
+    def __init__(self) -> None:
+        self.runtime: RuntimeManager | None = None
+        self.descriptions: list[str] = []
+
+    async def change_platform(
+        self, platform_id: str, config: PlatformConfig | None, **kw: Any
+    ) -> None:
+        assert self.runtime is not None
+        description = kw.pop("description", "")
+        for key in ("author", "base_revision"):
+            kw.pop(key, None)
+        await DirectChanges(self.runtime).change_platform(platform_id, config, **kw)
+        self.descriptions.append(description)
+
+
 @asynccontextmanager
 async def running_rm(
     world: World,
@@ -38,12 +59,24 @@ async def running_rm(
     sup: SupervisorConfig = SUP,
     fi_cfg: FaultIsolationConfig | None = None,
     monitor: Any = None,
+    owner: Recording | None = None,
 ) -> AsyncIterator[RuntimeManager]:
-    fi = FaultIsolation.from_config(fi_cfg or FaultIsolationConfig(), monitor=monitor)
-    rm = RuntimeManager.from_config(
-        sup, fault_isolation=fi, platform_factory=world.factory, monitor=monitor
+    mailbox: Mailbox[Any] = Mailbox("runtime")
+    fi = FaultIsolation.from_config(
+        fi_cfg or FaultIsolationConfig(), monitor=monitor, events=mailbox.ref
     )
+    rm = RuntimeManager.from_config(
+        sup,
+        fault_isolation=fi,
+        platform_factory=world.factory,
+        monitor=monitor,
+        config_owner=owner,
+        mailbox=mailbox,
+    )
+    if isinstance(owner, Recording):
+        owner.runtime = rm
     async with trio.open_nursery() as n:
+        await n.start(fi.run)
         await n.start(rm.run)
         yield rm
         n.cancel_scope.cancel()
@@ -133,13 +166,9 @@ async def test_an_added_platform_that_fails_to_start_is_removed_again(
 ) -> None:
     world = World()
     monitor = FakeMonitor()
-    hook: list[str] = []
-    async with running_rm(world, monitor=monitor) as rm:
-
-        async def on_change(description: str) -> None:
-            hook.append(description)
-
-        rm.set_change_hook(on_change)
+    owner = Recording()
+    hook = owner.descriptions
+    async with running_rm(world, monitor=monitor, owner=owner) as rm:
         await rm.add_platform("qq", config(port=7000))
         with pytest.raises(PlatformStartError, match="'qq2' failed to start: OSError") as info:
             await rm.add_platform("qq2", config(port=7000))  # the port is busy
@@ -203,13 +232,9 @@ async def test_update_builds_a_new_instance_after_the_old_one_is_gone(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     world = World()
-    hook: list[str] = []
-    async with running_rm(world) as rm:
-
-        async def on_change(description: str) -> None:
-            hook.append(description)
-
-        rm.set_change_hook(on_change)
+    owner = Recording()
+    hook = owner.descriptions
+    async with running_rm(world, owner=owner) as rm:
         await rm.load({"a": config(port=8000, label="old")})
         assert hook == []  # load is the initial config, not a change
         old = rm.get_platform_actor("a")
@@ -243,13 +268,9 @@ async def test_update_that_fails_to_start_rolls_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     world = World()
-    hook: list[str] = []
-    async with running_rm(world) as rm:
-
-        async def on_change(description: str) -> None:
-            hook.append(description)
-
-        rm.set_change_hook(on_change)
+    owner = Recording()
+    hook = owner.descriptions
+    async with running_rm(world, owner=owner) as rm:
         await rm.add_platform("a", config(port=9000, label="good"))
         with pytest.raises(PlatformStartError, match="bad config broken"):
             await rm.update_platform_config("a", {"label": "broken", "fail_start": True})
@@ -283,17 +304,11 @@ async def test_apply_config_touches_only_changed_platforms(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     world = World()
-    hook: list[str] = []
     async with running_rm(world) as rm:
-
-        async def on_change(description: str) -> None:
-            hook.append(description)
-
-        rm.set_change_hook(on_change)
         await rm.load({"a": config(label="a1"), "b": config(label="b1"), "c": config()})
         a_before = rm.get_platform_actor("a")
         await trio.sleep(5.0)
-        await rm.apply_config(
+        await rm.apply_platforms(
             {"a": config(label="a1"), "b": config(label="b2"), "d": config(label="d1")}
         )
         assert rm.get_platform_actor("a") is a_before
@@ -308,9 +323,8 @@ async def test_apply_config_touches_only_changed_platforms(
         assert world.events("c", "exit") == [5.0]
         assert set(rm.platform_configs) == {"a", "b", "d"}
         assert status(rm, "d").state is PlatformState.RUNNING
-        assert hook == ["apply config: removed c, changed b, added d"]
-        await rm.apply_config(dict(rm.platform_configs))
-        assert len(hook) == 1  # nothing changed: no call
+        await rm.apply_platforms(dict(rm.platform_configs))
+        assert len(world.log) == 12  # nothing changed: nothing restarted
 
 
 async def test_apply_config_rolls_back_a_failing_platform(
@@ -320,14 +334,14 @@ async def test_apply_config_rolls_back_a_failing_platform(
     async with running_rm(world) as rm:
         await rm.load({"a": config(label="a1"), "b": config(label="b1")})
         with pytest.raises(PlatformStartError):
-            await rm.apply_config(
+            await rm.apply_platforms(
                 {"a": config(label="a2", fail_start=True), "b": config(label="b2")}
             )
         assert rm.platform_configs["a"] == config(label="a1")
         assert status(rm, "a").state is PlatformState.RUNNING
         assert rm.platform_configs["b"] == config(label="b2")
         with pytest.raises(PlatformStartError):
-            await rm.apply_config({**rm.platform_configs, "n": config(fail_start=True)})
+            await rm.apply_platforms({**rm.platform_configs, "n": config(fail_start=True)})
         assert "n" not in rm.platform_configs
 
 
@@ -397,7 +411,7 @@ async def test_requested_restarts_are_expected_and_do_not_alert(
         await trio.sleep(1.0)
         await rm.restart_platform("a")
         await rm.update_platform_config("a", {"label": "a2"})
-        await rm.apply_config({"a": config(port=7000, label="a3"), "b": config(label="b2")})
+        await rm.apply_platforms({"a": config(port=7000, label="a3"), "b": config(label="b2")})
         # an update that fails and is rolled back: the old config runs again
         with pytest.raises(PlatformStartError):
             await rm.update_platform_config("a", {"fail_start": True})

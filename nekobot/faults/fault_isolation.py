@@ -1,55 +1,50 @@
-"""Fault isolation: fault records, a circuit breaker per platform, degraded mode.
+"""Fault isolation: an actor that owns fault records, breakers and manual state.
 
 Anchors: Akka's ``CircuitBreaker`` (closed / open / half-open with a growing
-reset timeout) on top of the OTP-style restarts of :mod:`nekobot.supervisor`.
-DESIGN.md §3 "Faults".
+reset timeout) on top of the OTP-style restarts of :mod:`nekobot.core.supervisor`.
+DESIGN.md §3 "Faults". The decision itself is the pure
+:func:`nekobot.faults.breaker.decide`; this actor keeps the state, fires and
+clears alerts at the monitor, persists records off the restart path, and sends
+news up to the runtime manager's mailbox (``events``) as casts.
 
-Per platform:
+Per platform: fault records (a ring of ``max_fault_records``), a circuit
+breaker (CLOSED: ``failure_threshold`` faults within ``error_window`` open it;
+OPEN: not restarted until ``retry_at``, then one half-open trial run by the
+runtime manager; a failed trial reopens it with the cooldown doubled up to
+``max_cooldown``), the manual disable (who, when, why: nothing automatic ever
+starts a disabled platform) and whether it runs and should (the degradation
+level).
 
-* **Faults** (``handle_fault``) become :class:`FaultRecord` s with the real
-  traceback, kept in a ring of ``max_fault_records`` (optionally also written
-  to the SQLite :class:`~nekobot.storage.Store`, table ``fault_records``).
-* **Circuit breaker.** CLOSED: ``failure_threshold`` faults within
-  ``error_window`` seconds open it. OPEN: the platform is not restarted; after
-  ``cooldown`` seconds the runtime manager makes **one** half-open trial start.
-  HALF_OPEN: the trial ran ``backoff_reset`` seconds (``[supervisor]``) ->
-  CLOSED; it failed -> OPEN again with the cooldown doubled, up to
-  ``max_cooldown``. Every transition fires or clears an alert at the monitor.
-* **Manual disable** is a separate state: set by a person (API, console,
-  code) with who and when; no automatic path ever starts a manually disabled
-  platform, only :meth:`FaultIsolation.enable_platform` does (and it also
-  closes the breaker).
-* **Degraded mode**: :class:`DegradationLevel` is computed live from the share
-  of platforms that should run but do not; the status says which and why.
-
-Times: ``timestamp``/``*_at`` fields are wall clock (``time.time()``); windows,
-cooldowns and ``retry_at`` are Trio clock seconds (``trio.current_time()``).
-
-The timers (cooldown, trial) live in the runtime manager's nursery, which
-drives this object; ``FaultIsolation`` itself has no task.
+Times: ``timestamp`` / ``*_at`` are wall clock (``time.time()``); windows,
+cooldowns and ``retry_at`` are Trio clock (``trio.current_time()``).
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import attrs
 import trio
 
-from ..errors import PlatformNotFound
+from ..config.schema import FaultIsolationConfig
+from ..core.actor import Actor, ActorRef, Call
 from ..monitor.status_monitor import AlertLevel
-
-if TYPE_CHECKING:
-    from ..config.schema import FaultIsolationConfig
-    from ..storage import Store
+from ..storage import Store
+from . import breaker as br
+from . import requests as rq
+from .breaker import Action, BreakerPolicy, BreakerSnapshot, BreakerState, Fault
+from .events import BreakerOpened, DisablePlatform, EnablePlatform, RuntimeEvent
+from .records import FaultRecord, IsolationStrategy, KeptFault, Write, load_records, write_batch
+from .status import BreakerStatus, DegradationLevel, IsolationStatus, PlatformIsolation
 
 __all__ = [
+    "AlertSink",
     "BreakerState",
     "BreakerStatus",
     "DegradationLevel",
@@ -62,325 +57,539 @@ __all__ = [
 
 log = logging.getLogger("nekobot.fault_isolation")
 
+DEFAULT_TIMEOUT = 8.0
+"""Seconds (Trio clock) the facade methods wait by default (under the API's 9 s)."""
 
-class IsolationStrategy(enum.Enum):
-    """What fault isolation decided for one fault."""
-
-    CONTINUE = "continue"
-    """Nothing to do: the platform keeps running (an error the adapter caught)."""
-    RESTART_PLATFORM = "restart_platform"
-    """Restart it after its backoff delay (breaker closed)."""
-    DISABLE_PLATFORM = "disable_platform"
-    """It is disabled by a person: stays stopped until ``enable_platform``."""
-    DEGRADED_MODE = "degraded_mode"
-    """Breaker open: the platform is isolated (not restarted until the cooldown
-    passes) and the bot serves on with the others."""
+_STRATEGY = {
+    Action.RESTART: IsolationStrategy.RESTART_PLATFORM,
+    Action.CONTINUE: IsolationStrategy.CONTINUE,
+    Action.OPEN: IsolationStrategy.DEGRADED_MODE,
+    Action.REOPEN: IsolationStrategy.DEGRADED_MODE,
+    Action.STAY_OPEN: IsolationStrategy.DEGRADED_MODE,
+    Action.STAY_DISABLED: IsolationStrategy.DISABLE_PLATFORM,
+}
 
 
-class DegradationLevel(enum.IntEnum):
-    """How much of the bot is out: share of platforms that should run but do not."""
+class AlertSink(Protocol):
+    """What fault isolation needs of the monitor (sync and cheap)."""
 
-    NONE = 0
-    """All run."""
-    LOW = 1
-    """Up to a quarter out."""
-    MEDIUM = 2
-    """Up to half out."""
-    HIGH = 3
-    """More than half out, at least one runs."""
-    CRITICAL = 4
-    """None runs."""
+    def fire_alert(
+        self, key: str, level: AlertLevel, message: str, *, platform_id: str | None = None
+    ) -> None: ...
 
-    @classmethod
-    def from_share(cls, out: int, total: int) -> DegradationLevel:
-        """The level for ``out`` of ``total`` platforms not running."""
-        if total <= 0 or out <= 0:
-            return cls.NONE
-        if out >= total:
-            return cls.CRITICAL
-        share = out / total
-        if share <= 0.25:
-            return cls.LOW
-        if share <= 0.5:
-            return cls.MEDIUM
-        return cls.HIGH
-
-
-class BreakerState(enum.Enum):
-    """A platform's circuit breaker."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-@attrs.frozen(kw_only=True)
-class FaultRecord:
-    """One fault of one platform."""
-
-    platform_id: str
-    error_type: str
-    """The exception's class name."""
-    error_message: str
-    traceback_str: str
-    """The real traceback, ``traceback.format_exception``."""
-    timestamp: float
-    """Wall clock ``time.time()``."""
-    isolation_strategy: IsolationStrategy
-    resolved: bool = False
-    """The platform recovered (ran healthy again, or was enabled by a person)."""
-    resolved_at: float | None = None
-    """Wall clock ``time.time()`` of the resolution."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (for the HTTP API)."""
-        d = attrs.asdict(self)
-        d["isolation_strategy"] = self.isolation_strategy.value
-        return d
-
-
-@attrs.frozen(kw_only=True)
-class BreakerStatus:
-    """A breaker as :meth:`FaultIsolation.get_isolation_status` shows it."""
-
-    state: BreakerState
-    since: float
-    """Wall clock time of the last transition."""
-    recent_failures: int
-    """Faults inside the error window (Trio clock)."""
-    cooldown: float
-    """Seconds the current/next open period lasts."""
-    retry_at: float | None
-    """Trio clock time of the half-open trial (state OPEN)."""
-    reason: str
-    """Why it is in this state."""
-
-
-@attrs.frozen(kw_only=True)
-class PlatformIsolation:
-    """Isolation state of one platform."""
-
-    platform_id: str
-    running: bool
-    breaker: BreakerStatus
-    manually_disabled: bool
-    disabled_by: str | None
-    disabled_at: float | None
-    """Wall clock."""
-    disabled_reason: str
-    enabled_by: str | None
-    enabled_at: float | None
-    """Wall clock."""
-    out: bool
-    """It should run but does not."""
-    out_reason: str
-    fault_count: int
-    """Fault records kept."""
-
-
-@attrs.frozen(kw_only=True)
-class IsolationStatus:
-    """What :meth:`FaultIsolation.get_isolation_status` returns."""
-
-    degradation_level: DegradationLevel
-    total: int
-    """Platforms that should run."""
-    running: int
-    out: dict[str, str]
-    """Platforms that should run but do not: ``{platform_id: why}``."""
-    platforms: dict[str, PlatformIsolation]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (for the HTTP API)."""
-
-        def conv(v: Any) -> Any:
-            if isinstance(v, enum.Enum):
-                return v.value if not isinstance(v, enum.IntEnum) else v.name
-            return v
-
-        return attrs.asdict(self, value_serializer=lambda _i, _a, v: conv(v))
-
-
-class PlatformController(Protocol):
-    """What fault isolation needs of the runtime manager (it binds itself)."""
-
-    def fi_knows(self, platform_id: str) -> bool: ...
-    async def fi_stop(self, platform_id: str) -> None: ...
-    async def fi_start(self, platform_id: str) -> None: ...
-    def fi_isolate(self, platform_id: str) -> None: ...
-
-
-@attrs.define(eq=False)
-class _Breaker:
-    state: BreakerState = BreakerState.CLOSED
-    since: float = attrs.field(factory=time.time)
-    failures: deque[float] = attrs.field(factory=deque)
-    cooldown: float = 0.0
-    retry_at: float | None = None
-    reason: str = ""
+    def clear_alert(self, key: str) -> None: ...
 
 
 @attrs.define(eq=False)
 class _Platform:
-    breaker: _Breaker
-    records: deque[FaultRecord]
+    breaker: BreakerSnapshot
+    records: deque[KeptFault]
+    since: float = attrs.field(factory=time.time)
     running: bool = False
     wanted: bool = False
     reason: str = ""
-    disabled: bool = False
     disabled_by: str | None = None
     disabled_at: float | None = None
     disabled_reason: str = ""
     enabled_by: str | None = None
     enabled_at: float | None = None
 
+    @property
+    def out(self) -> bool:
+        return self.wanted and not self.running
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS fault_records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    platform_id TEXT NOT NULL,
-    error_type TEXT NOT NULL,
-    error_message TEXT NOT NULL,
-    traceback TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    isolation_strategy TEXT NOT NULL,
-    resolved INTEGER NOT NULL DEFAULT 0,
-    resolved_at REAL
-)
-"""
-_INDEX = "CREATE INDEX IF NOT EXISTS fault_records_platform ON fault_records (platform_id, id)"
-
-_Write = tuple[str, Any]
-"""("insert", FaultRecord), ("resolve", (platform_id, wall-clock time)) or
-("flush", trio.Event)."""
+    def why(self) -> str:
+        if self.breaker.disabled:
+            extra = f": {self.disabled_reason}" if self.disabled_reason else ""
+            return f"disabled by {self.disabled_by}{extra}"
+        if self.breaker.state is BreakerState.OPEN:
+            return f"isolated: {self.breaker.reason}"
+        return self.reason or "not running"
 
 
-def _write_batch(conn: Any, *, batch: list[_Write], keep: int, ready: bool) -> None:
-    from ..storage import transaction
+class FaultIsolation(Actor[rq.Msg, None]):
+    """Decides what a platform's fault leads to; owns records, breakers, manual state.
 
-    with transaction(conn):
-        if not ready:
-            conn.execute(_SCHEMA)
-            conn.execute(_INDEX)
-        touched: set[str] = set()
-        for kind, item in batch:
-            if kind == "insert":
-                r: FaultRecord = item
-                conn.execute(
-                    "INSERT INTO fault_records (platform_id, error_type, error_message,"
-                    " traceback, timestamp, isolation_strategy) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        r.platform_id,
-                        r.error_type,
-                        r.error_message,
-                        r.traceback_str,
-                        r.timestamp,
-                        r.isolation_strategy.value,
-                    ),
-                )
-                touched.add(r.platform_id)
-            else:
-                pid, at = item
-                conn.execute(
-                    "UPDATE fault_records SET resolved = 1, resolved_at = ?"
-                    " WHERE platform_id = ? AND resolved = 0 AND timestamp <= ?",
-                    (at, pid, at),
-                )
-        for pid in touched:  # the table is a ring per platform too
-            conn.execute(
-                "DELETE FROM fault_records WHERE platform_id = ? AND id NOT IN"
-                " (SELECT id FROM fault_records WHERE platform_id = ? ORDER BY id DESC LIMIT ?)",
-                (pid, pid, keep),
-            )
-
-
-def _load_records(conn: Any, keep: int) -> list[FaultRecord]:
-    conn.execute(_SCHEMA)
-    conn.execute(_INDEX)
-    rows = conn.execute(
-        "SELECT platform_id, error_type, error_message, traceback, timestamp,"
-        " isolation_strategy, resolved, resolved_at FROM ("
-        "  SELECT *, ROW_NUMBER() OVER (PARTITION BY platform_id ORDER BY id DESC) AS n"
-        "  FROM fault_records) WHERE n <= ? ORDER BY id",
-        (keep,),
-    ).fetchall()
-    out = []
-    for pid, et, em, tb, ts, strat, resolved, resolved_at in rows:
-        try:
-            strategy = IsolationStrategy(strat)
-        except ValueError:
-            strategy = IsolationStrategy.CONTINUE
-        out.append(
-            FaultRecord(
-                platform_id=pid,
-                error_type=et,
-                error_message=em,
-                traceback_str=tb,
-                timestamp=ts,
-                isolation_strategy=strategy,
-                resolved=bool(resolved),
-                resolved_at=resolved_at,
-            )
-        )
-    return out
-
-
-class FaultIsolation:
-    """Decides what a platform's fault leads to; keeps records, breakers, manual state.
+    Run it with ``await nursery.start(fi.run)``. Sync getters
+    (:meth:`get_isolation_status`, :meth:`get_fault_records`,
+    :attr:`degradation_level`, :meth:`breaker_state`, :meth:`retry_at`,
+    :meth:`is_disabled`) read its state without a round trip; everything that
+    changes it is a message.
 
     Args:
-        cfg (FaultIsolationConfig): ``[fault_isolation]``.
-        monitor: A ``StatusMonitor`` (``fire_alert`` / ``clear_alert``), or None.
-        store (Store | None): Persist fault records to SQLite too (optional).
+        cfg (FaultIsolationConfig | None): ``[fault_isolation]``.
+        monitor (AlertSink | None): Gets breaker, disable and degradation alerts.
+        store (Store | None): Persist fault records to SQLite too.
+        events (ActorRef | None): The runtime manager's mailbox address:
+            ``BreakerOpened`` news goes there, and the manual
+            disable / enable is carried out there. ``None``: standalone (tests).
     """
 
     def __init__(
         self,
         cfg: FaultIsolationConfig | None = None,
         *,
-        monitor: Any = None,
+        monitor: AlertSink | None = None,
         store: Store | None = None,
+        events: ActorRef[RuntimeEvent] | ActorRef[Any] | None = None,
     ) -> None:
-        if cfg is None:
-            from ..config.schema import FaultIsolationConfig
-
-            cfg = FaultIsolationConfig()
-        self.cfg = cfg
+        super().__init__("fault_isolation", mailbox_size=math.inf)
+        self.cfg = cfg = cfg if cfg is not None else FaultIsolationConfig()
+        self.policy = BreakerPolicy(
+            failure_threshold=cfg.failure_threshold,
+            error_window=cfg.error_window,
+            cooldown=cfg.cooldown,
+            max_cooldown=cfg.max_cooldown,
+        )
         self.monitor = monitor
         self.store = store
+        self._events = events
         self._platforms: dict[str, _Platform] = {}
-        self._controller: PlatformController | None = None
-        self._table_ready = False
-        self._writer: trio.MemorySendChannel[_Write] | None = None
+        self._out: set[str] = set()
+        self._wanted = 0
+        self._running_wanted = 0
+        self._level = DegradationLevel.NONE
+        self._out_version = 0
+        self._alerted_version = 0
+        self._writer: trio.MemorySendChannel[Write] | None = None
         self.dropped_writes = 0
         """Fault-record writes dropped because the writer's queue was full."""
-        self._last_level = DegradationLevel.NONE
-        self._last_out: frozenset[str] = frozenset()
-        self._listeners: list[Callable[[str, BreakerState], None]] = []
 
     @classmethod
     def from_config(
-        cls, cfg: FaultIsolationConfig, monitor: Any = None, store: Store | None = None
+        cls,
+        cfg: FaultIsolationConfig,
+        *,
+        monitor: AlertSink | None = None,
+        store: Store | None = None,
+        events: ActorRef[RuntimeEvent] | ActorRef[Any] | None = None,
     ) -> FaultIsolation:
-        """Build from ``[fault_isolation]`` (the contract's constructor)."""
-        return cls(cfg, monitor=monitor, store=store)
+        """Build from ``[fault_isolation]`` (see the class)."""
+        return cls(cfg, monitor=monitor, store=store, events=events)
 
-    def bind_controller(self, controller: PlatformController) -> None:
-        """Let ``enable_platform`` / ``disable_platform`` start and stop platforms
-        (the runtime manager calls this on itself)."""
-        self._controller = controller
+    # ---- run ---------------------------------------------------------------
 
-    # ---- helpers ----------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load kept records from the store, then run the actor loop and the writer."""
+        async with trio.open_nursery() as nursery:
+            if self.store is not None:
+                keep = self.cfg.max_fault_records
+                store = self.store
+                loaded = await store.run(lambda conn: load_records(conn, keep))
+                for r in loaded:
+                    self._p(r.platform_id).records.append(
+                        KeptFault(r.platform_id, None, r.timestamp, r.isolation_strategy, r)
+                    )
+                send, recv = trio.open_memory_channel[Write](10_000)
+                self._writer = send
+                nursery.start_soon(self._write_loop, store, recv)
+            await nursery.start(super().run)
+            task_status.started()
 
-    def _p(self, platform_id: str) -> _Platform:
+    async def _write_loop(self, store: Store, recv: trio.MemoryReceiveChannel[Write]) -> None:
+        keep = self.cfg.max_fault_records
+        async with recv:
+            while True:
+                batch = [await recv.receive()]
+                while True:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                flushes = [ev for kind, ev in batch if kind == "flush"]
+                writes = [w for w in batch if w[0] != "flush"]
+                try:
+                    if writes:
+                        await store.run(functools.partial(write_batch, batch=writes, keep=keep))
+                except Exception:
+                    log.exception("could not persist %d fault record change(s)", len(writes))
+                for ev in flushes:
+                    ev.set()
+
+    def _queue_write(self, item: Write) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._writer.send_nowait(item)
+        except trio.WouldBlock:
+            self.dropped_writes += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    async def flush(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until every record change so far reached the store."""
+        with trio.fail_after(timeout):
+            done = await self.ref.call(rq.Flush(), timeout=timeout)
+            if done is not None:
+                await done.wait()
+
+    # ---- the seed API (facade: runs in the caller's task) -------------------
+
+    async def handle_fault(
+        self,
+        platform_id: str,
+        exception: BaseException,
+        context: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> FaultRecord:
+        """Record a fault and decide what it leads to.
+
+        Args:
+            platform_id (str): The platform.
+            exception (BaseException): What it raised.
+            context (Mapping | None): ``source`` is ``"supervisor"`` when the
+                platform's task ended with it; anything else (default
+                ``"adapter"``) means the platform still runs: when such a
+                fault opens the breaker, the runtime manager stops it.
+            timeout (float): Seconds (Trio clock) to wait for the actor.
+
+        Returns:
+            The :class:`FaultRecord`; its ``isolation_strategy`` is the decision.
+
+        Raises:
+            CallTimeout: no answer within ``timeout``.
+        """
+        kept = await self.decide_fault(platform_id, exception, context, timeout=timeout)
+        return kept.record()
+
+    async def decide_fault(
+        self,
+        platform_id: str,
+        exception: BaseException,
+        context: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> KeptFault:
+        """:meth:`handle_fault` without formatting the traceback (the restart path)."""
+        crashed = (context or {}).get("source") == "supervisor"
+        return await self.ref.call(rq.Fault(platform_id, exception, crashed), timeout=timeout)
+
+    async def disable_platform(
+        self,
+        platform_id: str,
+        *,
+        by: str = "api",
+        reason: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Disable a platform by hand: stop it; nothing automatic starts it again.
+
+        Returns once it is stopped and its lifecycle status says disabled.
+
+        Args:
+            by (str): Who or what (``"api"``, ``"console"``, a user name).
+            reason (str): Free text, shown in the status.
+            timeout (float): Seconds (Trio clock) to wait.
+
+        Raises:
+            PlatformNotFound: the runtime manager knows no such platform.
+            CallTimeout: not done within ``timeout`` (it may still be done).
+        """
+        if self._events is not None:
+            await self._events.call(DisablePlatform(platform_id, by, reason), timeout=timeout)
+        else:
+            await self.set_manual(platform_id, disabled=True, by=by, reason=reason, timeout=timeout)
+
+    async def enable_platform(
+        self, platform_id: str, *, by: str = "api", timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Undo a manual disable, close the breaker, and start the platform.
+
+        Returns once it was started (or is stopped because its config section
+        says ``enabled = false``).
+
+        Raises:
+            PlatformNotFound: the runtime manager knows no such platform.
+            PlatformStartError: it failed to start.
+            CallTimeout: not done within ``timeout``.
+        """
+        if self._events is not None:
+            await self._events.call(EnablePlatform(platform_id, by), timeout=timeout)
+        else:
+            await self.set_manual(platform_id, disabled=False, by=by, timeout=timeout)
+
+    # ---- what the runtime manager sends ---------------------------------------
+
+    async def set_manual(
+        self,
+        platform_id: str,
+        *,
+        disabled: bool,
+        by: str,
+        reason: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Set the manual state (enabling also closes the breaker and resolves records)."""
+        await self.ref.call(rq.SetManual(platform_id, disabled, by, reason), timeout=timeout)
+
+    async def settle(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Return once every message sent to this actor before it was handled."""
+        await self.ref.call(rq.Settle(), timeout=timeout)
+
+    async def begin_trial(self, platform_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """OPEN -> HALF_OPEN; False if the breaker is not open (nothing to try)."""
+        return await self.ref.call(rq.BeginTrial(platform_id), timeout=timeout)
+
+    async def reset_breaker(
+        self, platform_id: str, *, reason: str = "reset", timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Close the breaker at once (a person intervened); the cooldown resets."""
+        await self.ref.call(rq.ResetBreaker(platform_id, reason), timeout=timeout)
+
+    def _tell(self, msg: rq.Msg) -> None:
+        try:
+            self.ref.cast_nowait(msg)
+        except Exception:  # stopped: the bot is going down
+            log.debug("fault isolation is not running; dropped %r", msg)
+
+    def open_breaker(self, platform_id: str, reason: str) -> None:
+        """Open the breaker now (restart intensity exceeded); a cast, sync."""
+        self._tell(rq.OpenBreaker(platform_id, reason))
+
+    def trial_succeeded(self, platform_id: str) -> None:
+        """HALF_OPEN -> CLOSED after a trial ran long enough; a cast, sync."""
+        self._tell(rq.TrialSucceeded(platform_id))
+
+    def mark_recovered(self, platform_id: str) -> None:
+        """Mark the platform's open fault records resolved (wall clock now); a cast."""
+        self._tell(rq.Recovered(platform_id))
+
+    def set_platform_state(
+        self, platform_id: str, *, running: bool, wanted: bool, reason: str = ""
+    ) -> None:
+        """Whether a platform runs and whether it should (degradation input); a cast."""
+        self._tell(rq.State(platform_id, running, wanted, reason))
+
+    def forget_platform(self, platform_id: str) -> None:
+        """Drop a removed platform (its alerts are cleared); a cast, sync."""
+        self._tell(rq.Forget(platform_id))
+
+    # ---- sync getters -------------------------------------------------------
+
+    def is_disabled(self, platform_id: str) -> bool:
+        """True if a person disabled this platform."""
         p = self._platforms.get(platform_id)
+        return p is not None and p.breaker.disabled
+
+    def breaker_state(self, platform_id: str) -> BreakerState:
+        """The platform's breaker state (CLOSED for one never seen)."""
+        p = self._platforms.get(platform_id)
+        return p.breaker.state if p is not None else BreakerState.CLOSED
+
+    def retry_at(self, platform_id: str) -> float | None:
+        """Trio clock time of the half-open trial, if the breaker is open."""
+        p = self._platforms.get(platform_id)
+        return None if p is None else p.breaker.retry_at
+
+    def get_fault_records(self, platform_id: str | None = None) -> list[FaultRecord]:
+        """Kept fault records, oldest first (one platform, or all)."""
+        if platform_id is not None:
+            p = self._platforms.get(platform_id)
+            return [k.record() for k in p.records] if p is not None else []
+        out = [k.record() for p in self._platforms.values() for k in p.records]
+        out.sort(key=lambda r: r.timestamp)
+        return out
+
+    @property
+    def degradation_level(self) -> DegradationLevel:
+        """The current :class:`DegradationLevel` (no round trip)."""
+        return self._level
+
+    def get_isolation_status(self) -> IsolationStatus:
+        """Breakers, manual states and the degradation level (no round trip)."""
+        return IsolationStatus(
+            degradation_level=self._level,
+            total=self._wanted,
+            running=self._running_wanted,
+            out={pid: self._platforms[pid].why() for pid in sorted(self._out)},
+            platforms={pid: self._view(pid, p) for pid, p in self._platforms.items()},
+        )
+
+    def _view(self, pid: str, p: _Platform) -> PlatformIsolation:
+        b = p.breaker
+        return PlatformIsolation(
+            platform_id=pid,
+            running=p.running,
+            breaker=BreakerStatus(
+                state=b.state,
+                since=p.since,
+                recent_failures=len(b.failures),
+                cooldown=b.cooldown,
+                retry_at=b.retry_at,
+                reason=b.reason,
+            ),
+            manually_disabled=b.disabled,
+            disabled_by=p.disabled_by,
+            disabled_at=p.disabled_at,
+            disabled_reason=p.disabled_reason,
+            enabled_by=p.enabled_by,
+            enabled_at=p.enabled_at,
+            out=p.out,
+            out_reason=p.why() if p.out else "",
+            fault_count=len(p.records),
+        )
+
+    # ---- the actor's side ---------------------------------------------------
+
+    def _p(self, pid: str) -> _Platform:
+        p = self._platforms.get(pid)
         if p is None:
             p = _Platform(
-                breaker=_Breaker(cooldown=self.cfg.cooldown),
+                breaker=BreakerSnapshot(cooldown=self.cfg.cooldown),
                 records=deque(maxlen=self.cfg.max_fault_records),
             )
-            self._platforms[platform_id] = p
+            self._platforms[pid] = p
         return p
+
+    async def handle_batch(self, batch: list[Any]) -> None:
+        for item in batch:
+            if isinstance(item, Call):
+                if item.abandoned:
+                    continue
+                try:
+                    item.reply(self._answer(item.msg))
+                except Exception as exc:
+                    item.fail(exc)
+            else:
+                self._apply(item)
+        self._update_degradation()
+
+    def _answer(self, msg: rq.Msg) -> Any:
+        match msg:
+            case rq.Fault():
+                return self._fault(msg)
+            case rq.SetManual():
+                self._set_manual(msg)
+            case rq.BeginTrial(pid):
+                p = self._p(pid)
+                new = br.begin_trial(p.breaker)
+                if new is p.breaker:
+                    return False
+                self._transition(pid, p, new)
+                return True
+            case rq.ResetBreaker(pid, reason):
+                p = self._p(pid)
+                self._transition(pid, p, br.reset(p.breaker, self.policy, reason))
+            case rq.Settle():
+                return None
+            case rq.Flush():
+                if self._writer is not None:
+                    done = trio.Event()
+                    self._queue_write(("flush", done))
+                    return done
+            case _:
+                self._apply(msg)
+        return None
+
+    def _apply(self, msg: Any) -> None:
+        match msg:
+            case rq.OpenBreaker(pid, reason):
+                p = self._p(pid)
+                now = trio.current_time()
+                self._transition(pid, p, br.open_now(p.breaker, now, self.policy, reason))
+                self._up(BreakerOpened(pid, p.breaker.retry_at or now, crashed=True))
+            case rq.TrialSucceeded(pid):
+                p = self._p(pid)
+                new = br.trial_succeeded(p.breaker, self.policy)
+                if new is not p.breaker:
+                    self._transition(pid, p, new)
+                    self._resolve(pid, p)
+            case rq.State(pid, running, wanted, reason):
+                p = self._p(pid)
+                self._count(p, -1)
+                p.running, p.wanted, p.reason = running, wanted, reason
+                self._count(p, +1)
+                self._mark_out(pid, p.out)
+            case rq.Recovered(pid):
+                if pid in self._platforms:
+                    self._resolve(pid, self._platforms[pid])
+            case rq.Forget(pid):
+                gone = self._platforms.pop(pid, None)
+                if gone is not None:
+                    self._count(gone, -1)
+                    self._mark_out(pid, False)
+                    self._clear(f"fault_isolation:breaker:{pid}")
+                    self._clear(f"fault_isolation:disabled:{pid}")
+            case _:
+                log.error("fault isolation got an unknown message %r", msg)
+
+    def _count(self, p: _Platform, sign: int) -> None:
+        if p.wanted:
+            self._wanted += sign
+            self._running_wanted += sign * p.running
+
+    def _mark_out(self, pid: str, out: bool) -> None:
+        if out and pid not in self._out:
+            self._out.add(pid)
+            self._out_version += 1
+        elif not out and pid in self._out:
+            self._out.discard(pid)
+            self._out_version += 1
+
+    def _fault(self, msg: rq.Fault) -> KeptFault:
+        pid, err = msg.platform_id, msg.error
+        p = self._p(pid)
+        now = trio.current_time()
+        summary = f"{type(err).__name__}: {err}"
+        d = br.decide(p.breaker, Fault(crashed=msg.crashed, summary=summary), now, self.policy)
+        if d.state is not p.breaker:
+            self._transition(pid, p, d.state)
+        kept = KeptFault(pid, err, time.time(), _STRATEGY[d.action])
+        p.records.append(kept)
+        self._queue_write(("insert", kept))
+        if d.opened:
+            self._up(BreakerOpened(pid, d.state.retry_at or now, crashed=msg.crashed))
+        return kept
+
+    def _set_manual(self, msg: rq.SetManual) -> None:
+        pid = msg.platform_id
+        p = self._p(pid)
+        key = f"fault_isolation:disabled:{pid}"
+        if msg.disabled:
+            p.disabled_by, p.disabled_at, p.disabled_reason = msg.by, time.time(), msg.reason
+            p.breaker = attrs.evolve(p.breaker, disabled=True)
+            extra = f": {msg.reason}" if msg.reason else ""
+            self._fire(key, "warning", f"platform {pid!r} disabled by {msg.by}{extra}", pid)
+            return
+        p.enabled_by, p.enabled_at = msg.by, time.time()
+        self._clear(key)
+        p.breaker = attrs.evolve(p.breaker, disabled=False)
+        self._transition(pid, p, br.reset(p.breaker, self.policy, f"enabled by {msg.by}"))
+        self._resolve(pid, p)
+
+    def _resolve(self, pid: str, p: _Platform) -> None:
+        now = time.time()
+        changed = False
+        for k in p.records:
+            if not k.resolved:
+                k.resolve(now)
+                changed = True
+        if changed:
+            self._queue_write(("resolve", (pid, now)))
+
+    def _transition(self, pid: str, p: _Platform, new: BreakerSnapshot) -> None:
+        old = p.breaker
+        p.breaker = new
+        if new.state is old.state:
+            return
+        p.since = time.time()
+        key = f"fault_isolation:breaker:{pid}"
+        if new.state is BreakerState.OPEN:
+            self._fire(key, "error", f"platform {pid!r} isolated (breaker open): {new.reason}", pid)
+        elif new.state is BreakerState.HALF_OPEN:
+            self._fire(key, "warning", f"platform {pid!r} half-open: one trial start", pid)
+        else:
+            self._clear(key)
+        log.info("platform %r breaker -> %s (%s)", pid, new.state.value, new.reason)
+
+    def _up(self, event: BreakerOpened) -> None:
+        if self._events is None:
+            return
+        try:
+            self._events.cast_nowait(event)
+        except Exception:
+            log.exception("could not tell the runtime manager %r", event)
 
     def _fire(self, key: str, level: str, message: str, platform_id: str | None = None) -> None:
         if self.monitor is None:
@@ -398,406 +607,21 @@ class FaultIsolation:
         except Exception:
             log.exception("clear_alert failed")
 
-    def _transition(self, pid: str, state: BreakerState, reason: str) -> None:
-        br = self._p(pid).breaker
-        br.state = state
-        br.since = time.time()
-        br.reason = reason
-        key = f"fault_isolation:breaker:{pid}"
-        if state is BreakerState.OPEN:
-            self._fire(key, "error", f"platform {pid!r} isolated (breaker open): {reason}", pid)
-        elif state is BreakerState.HALF_OPEN:
-            self._fire(key, "warning", f"platform {pid!r} half-open: one trial start", pid)
-        else:
-            self._clear(key)
-        log.info("platform %r breaker -> %s (%s)", pid, state.value, reason)
-        for fn in self._listeners:
-            fn(pid, state)
-
-    # ---- the seed API --------------------------------------------------------
-
-    async def handle_fault(
-        self, platform_id: str, exception: BaseException, context: dict[str, Any] | None = None
-    ) -> FaultRecord:
-        """Record a fault and decide what it leads to.
-
-        Also for errors an adapter caught itself (the platform still runs):
-        those give CONTINUE while the breaker stays closed; when they open it,
-        the runtime manager is asked to stop (isolate) the platform.
-
-        Args:
-            platform_id (str): The platform.
-            exception: What it raised.
-            context (dict | None): ``source`` is ``"supervisor"`` when the
-                platform's task ended with this error; anything else (default
-                ``"adapter"``) means the platform still runs.
-
-        Returns:
-            The :class:`FaultRecord`, whose ``isolation_strategy`` is the decision.
-        """
-        import traceback
-
-        ctx = context or {}
-        crashed = ctx.get("source") == "supervisor"
-        p = self._p(platform_id)
-        br = p.breaker
-        now = trio.current_time()
-        opened = False
-        if p.disabled:
-            strategy = IsolationStrategy.DISABLE_PLATFORM
-        elif br.state is BreakerState.HALF_OPEN:
-            br.cooldown = min(br.cooldown * 2, self.cfg.max_cooldown)
-            br.retry_at = now + br.cooldown
-            br.failures.clear()
-            self._transition(
-                platform_id,
-                BreakerState.OPEN,
-                f"half-open trial failed: {type(exception).__name__}: {exception}",
-            )
-            strategy = IsolationStrategy.DEGRADED_MODE
-            opened = True
-        elif br.state is BreakerState.OPEN:
-            strategy = IsolationStrategy.DEGRADED_MODE
-        else:
-            br.failures.append(now)
-            while br.failures and br.failures[0] <= now - self.cfg.error_window:
-                br.failures.popleft()
-            if len(br.failures) >= self.cfg.failure_threshold:
-                br.retry_at = now + br.cooldown
-                self._transition(
-                    platform_id,
-                    BreakerState.OPEN,
-                    f"{len(br.failures)} faults within {self.cfg.error_window} s "
-                    f"(last: {type(exception).__name__}: {exception})",
-                )
-                br.failures.clear()
-                strategy = IsolationStrategy.DEGRADED_MODE
-                opened = True
-            else:
-                strategy = (
-                    IsolationStrategy.RESTART_PLATFORM if crashed else IsolationStrategy.CONTINUE
-                )
-        record = FaultRecord(
-            platform_id=platform_id,
-            error_type=type(exception).__name__,
-            error_message=str(exception),
-            traceback_str="".join(traceback.format_exception(exception)),
-            timestamp=time.time(),
-            isolation_strategy=strategy,
-        )
-        p.records.append(record)
-        if opened and not crashed and self._controller is not None:
-            self._controller.fi_isolate(platform_id)
-        await self._queue_write(("insert", record))
-        return record
-
-    async def _queue_write(self, item: _Write) -> None:
-        if self.store is None:
-            return
-        if self._writer is not None:  # run() writes in batches, off the restart path
-            try:
-                self._writer.send_nowait(item)
-            except trio.WouldBlock:
-                self.dropped_writes += 1
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pass
-            return
-        try:  # no writer task: write now
-            ready, keep = self._table_ready, self.cfg.max_fault_records
-            await self.store.run(
-                functools.partial(_write_batch, batch=[item], keep=keep, ready=ready)
-            )
-            self._table_ready = True
-        except Exception:
-            log.exception("could not persist a fault record")
-
-    async def flush(self) -> None:
-        """Wait until every write queued so far reached the store (``run`` active)."""
-        if self._writer is None:
-            return
-        done = trio.Event()
-        await self._writer.send(("flush", done))
-        await done.wait()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load kept fault records from the store, then write new ones in batches.
-
-        Optional: without it, records are written one by one inside
-        ``handle_fault`` (when a store was given). The table keeps at most
-        ``max_fault_records`` rows per platform. With no store it only waits.
-        """
-        if self.store is None:
-            task_status.started()
-            await trio.sleep_forever()
-        keep = self.cfg.max_fault_records
-        loaded = await self.store.run(lambda conn: _load_records(conn, keep))
-        self._table_ready = True
-        for r in loaded:
-            p = self._p(r.platform_id)
-            p.records.append(r)
-        for p in self._platforms.values():
-            p.records = deque(sorted(p.records, key=lambda r: r.timestamp), maxlen=keep)
-        send, recv = trio.open_memory_channel[_Write](10_000)
-        self._writer = send
-        task_status.started()
-        try:
-            async with recv:
-                while True:
-                    batch = [await recv.receive()]
-                    while True:
-                        try:
-                            batch.append(recv.receive_nowait())
-                        except trio.WouldBlock:
-                            break
-                    flushes = [ev for kind, ev in batch if kind == "flush"]
-                    batch = [w for w in batch if w[0] != "flush"]
-                    try:
-                        if batch:
-                            await self.store.run(
-                                functools.partial(_write_batch, batch=batch, keep=keep, ready=True)
-                            )
-                    except Exception:
-                        log.exception("could not persist %d fault record change(s)", len(batch))
-                    for ev in flushes:
-                        ev.set()
-        finally:
-            self._writer = None
-
-    async def disable_platform(
-        self, platform_id: str, *, by: str = "api", reason: str = ""
-    ) -> None:
-        """Disable a platform by hand: stop it; nothing automatic starts it again.
-
-        Args:
-            by (str): Who or what (``"api"``, ``"console"``, a user name).
-            reason (str): Free text, shown in the status.
-
-        Raises:
-            PlatformNotFound: the runtime manager knows no such platform.
-        """
-        ctl = self._controller
-        if ctl is not None and not ctl.fi_knows(platform_id):
-            raise PlatformNotFound(platform_id)
-        p = self._p(platform_id)
-        p.disabled = True
-        p.disabled_by = by
-        p.disabled_at = time.time()
-        p.disabled_reason = reason
-        self._fire(
-            f"fault_isolation:disabled:{platform_id}",
-            "warning",
-            f"platform {platform_id!r} disabled by {by}" + (f": {reason}" if reason else ""),
-            platform_id,
-        )
-        if ctl is not None:
-            await ctl.fi_stop(platform_id)
-
-    async def enable_platform(self, platform_id: str, *, by: str = "api") -> None:
-        """Undo a manual disable, close the breaker, and start the platform.
-
-        Raises:
-            PlatformNotFound: the runtime manager knows no such platform.
-            Exception: what the platform raised if it failed to start.
-        """
-        ctl = self._controller
-        if ctl is not None and not ctl.fi_knows(platform_id):
-            raise PlatformNotFound(platform_id)
-        p = self._p(platform_id)
-        p.disabled = False
-        p.enabled_by = by
-        p.enabled_at = time.time()
-        self._clear(f"fault_isolation:disabled:{platform_id}")
-        self.reset_breaker(platform_id, reason=f"enabled by {by}")
-        self.mark_recovered(platform_id)
-        if ctl is not None:
-            await ctl.fi_start(platform_id)
-
-    def get_fault_records(self, platform_id: str | None = None) -> list[FaultRecord]:
-        """Kept fault records, oldest first (one platform, or all)."""
-        if platform_id is not None:
-            p = self._platforms.get(platform_id)
-            return list(p.records) if p is not None else []
-        out = [r for p in self._platforms.values() for r in p.records]
-        out.sort(key=lambda r: r.timestamp)
-        return out
-
-    def get_isolation_status(self) -> IsolationStatus:
-        """Breakers, manual states and the degradation level, computed now."""
-        plats: dict[str, PlatformIsolation] = {}
-        out: dict[str, str] = {}
-        total = running = 0
-        for pid, p in self._platforms.items():
-            is_out = self._is_out(p)
-            why = self._why(p) if is_out else ""
-            if p.wanted:
-                total += 1
-                running += p.running
-            if is_out:
-                out[pid] = why
-            br = p.breaker
-            plats[pid] = PlatformIsolation(
-                platform_id=pid,
-                running=p.running,
-                breaker=BreakerStatus(
-                    state=br.state,
-                    since=br.since,
-                    recent_failures=len(br.failures),
-                    cooldown=br.cooldown,
-                    retry_at=br.retry_at if br.state is BreakerState.OPEN else None,
-                    reason=br.reason,
-                ),
-                manually_disabled=p.disabled,
-                disabled_by=p.disabled_by,
-                disabled_at=p.disabled_at,
-                disabled_reason=p.disabled_reason,
-                enabled_by=p.enabled_by,
-                enabled_at=p.enabled_at,
-                out=is_out,
-                out_reason=why,
-                fault_count=len(p.records),
-            )
-        return IsolationStatus(
-            degradation_level=DegradationLevel.from_share(len(out), total),
-            total=total,
-            running=running,
-            out=out,
-            platforms=plats,
-        )
-
-    # ---- what the runtime manager drives ------------------------------------
-
-    @staticmethod
-    def _is_out(p: _Platform) -> bool:
-        return p.wanted and not p.running
-
-    @staticmethod
-    def _why(p: _Platform) -> str:
-        if p.disabled:
-            return f"disabled by {p.disabled_by}" + (
-                f": {p.disabled_reason}" if p.disabled_reason else ""
-            )
-        if p.breaker.state is BreakerState.OPEN:
-            return f"isolated: {p.breaker.reason}"
-        return p.reason or "not running"
-
-    def degradation_level(self) -> DegradationLevel:
-        """The current :class:`DegradationLevel`."""
-        return self.get_isolation_status().degradation_level
-
-    def set_platform_state(
-        self, platform_id: str, *, running: bool, wanted: bool, reason: str = ""
-    ) -> None:
-        """Tell whether a platform runs and whether it should (degradation input)."""
-        p = self._p(platform_id)
-        p.running = running
-        p.wanted = wanted
-        p.reason = reason
-        self._update_degradation()
-
-    def forget_platform(self, platform_id: str) -> None:
-        """Drop a removed platform (its alerts are cleared)."""
-        if self._platforms.pop(platform_id, None) is not None:
-            self._clear(f"fault_isolation:breaker:{platform_id}")
-            self._clear(f"fault_isolation:disabled:{platform_id}")
-            self._update_degradation()
-
     def _update_degradation(self) -> None:
-        out = frozenset(pid for pid, p in self._platforms.items() if self._is_out(p))
-        wanted = sum(p.wanted for p in self._platforms.values())
-        level = DegradationLevel.from_share(len(out), wanted)
-        if level is self._last_level and out == self._last_out:
-            return  # cheap path: nothing an alert would show changed
-        self._last_out = out
-        st = self.get_isolation_status()
+        level = DegradationLevel.from_share(len(self._out), self._wanted)
+        old, self._level = self._level, level
         key = "fault_isolation:degraded"
         if level is DegradationLevel.NONE:
-            if self._last_level is not DegradationLevel.NONE:
+            if old is not DegradationLevel.NONE:
                 self._clear(key)
-        else:
-            alert = {
-                DegradationLevel.LOW: "warning",
-                DegradationLevel.MEDIUM: "warning",
-                DegradationLevel.HIGH: "error",
-                DegradationLevel.CRITICAL: "critical",
-            }[level]
-            self._fire(
-                key,
-                alert,
-                f"degraded ({level.name}): "
-                + "; ".join(f"{pid}: {why}" for pid, why in sorted(st.out.items())),
-            )
-        self._last_level = level
-
-    def is_disabled(self, platform_id: str) -> bool:
-        """True if a person disabled this platform."""
-        p = self._platforms.get(platform_id)
-        return p is not None and p.disabled
-
-    def breaker_state(self, platform_id: str) -> BreakerState:
-        """The platform's breaker state (CLOSED for one never seen)."""
-        p = self._platforms.get(platform_id)
-        return p.breaker.state if p is not None else BreakerState.CLOSED
-
-    def retry_at(self, platform_id: str) -> float | None:
-        """Trio clock time of the half-open trial, if the breaker is open."""
-        p = self._platforms.get(platform_id)
-        if p is None or p.breaker.state is not BreakerState.OPEN:
-            return None
-        return p.breaker.retry_at
-
-    def open_breaker(self, platform_id: str, reason: str) -> None:
-        """Open the breaker now (e.g. the supervisor's restart intensity was exceeded)."""
-        p = self._p(platform_id)
-        br = p.breaker
-        now = trio.current_time()
-        if br.state is BreakerState.HALF_OPEN:
-            br.cooldown = min(br.cooldown * 2, self.cfg.max_cooldown)
-        br.retry_at = now + br.cooldown
-        br.failures.clear()
-        self._transition(platform_id, BreakerState.OPEN, reason)
-
-    def begin_trial(self, platform_id: str) -> None:
-        """OPEN -> HALF_OPEN: the runtime manager makes the one trial start."""
-        self._transition(platform_id, BreakerState.HALF_OPEN, "cooldown passed")
-
-    def trial_succeeded(self, platform_id: str) -> None:
-        """HALF_OPEN -> CLOSED: the trial ran long enough; the cooldown resets."""
-        p = self._p(platform_id)
-        if p.breaker.state is not BreakerState.HALF_OPEN:
             return
-        p.breaker.cooldown = self.cfg.cooldown
-        p.breaker.retry_at = None
-        self._transition(platform_id, BreakerState.CLOSED, "half-open trial succeeded")
-        self.mark_recovered(platform_id)
-
-    def reset_breaker(self, platform_id: str, *, reason: str = "reset") -> None:
-        """Close the breaker at once (a person intervened); the cooldown resets."""
-        p = self._p(platform_id)
-        br = p.breaker
-        br.failures.clear()
-        br.cooldown = self.cfg.cooldown
-        br.retry_at = None
-        if br.state is not BreakerState.CLOSED:
-            self._transition(platform_id, BreakerState.CLOSED, reason)
-
-    def mark_recovered(self, platform_id: str) -> None:
-        """Mark the platform's open fault records resolved (wall clock now)."""
-        p = self._platforms.get(platform_id)
-        if p is None:
+        if level is old and self._out_version == self._alerted_version:
             return
-        now = time.time()
-        if any(not r.resolved for r in p.records):
-            p.records = deque(
-                (
-                    r if r.resolved else attrs.evolve(r, resolved=True, resolved_at=now)
-                    for r in p.records
-                ),
-                maxlen=self.cfg.max_fault_records,
-            )
-            if self._writer is not None:
-                try:
-                    self._writer.send_nowait(("resolve", (platform_id, now)))
-                except trio.WouldBlock:
-                    self.dropped_writes += 1
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    pass
+        self._alerted_version = self._out_version
+        alert = "critical" if level is DegradationLevel.CRITICAL else "warning"
+        if level is DegradationLevel.HIGH:
+            alert = "error"
+        shown = sorted(self._out)[:10]
+        more = f"; and {len(self._out) - 10} more" if len(self._out) > 10 else ""
+        text = "; ".join(f"{pid}: {self._platforms[pid].why()}" for pid in shown)
+        self._fire(key, alert, f"degraded ({level.name}): {text}{more}")
