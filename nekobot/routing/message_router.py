@@ -80,6 +80,8 @@ _YIELD_EVERY = 64
 """A busy worker yields to the scheduler after this many messages in a row."""
 _ROUTE_YIELD_EVERY = 32
 """``route`` yields to the scheduler on every this many calls (and whenever it waits)."""
+_new_snapshot = tuple.__new__
+"""Builds the snapshot tuple without the named tuple's Python-level ``__new__``."""
 _WAIT_SAMPLES = 4096
 """Queue waits kept for the percentiles; also how many new ones renew them while busy."""
 
@@ -590,24 +592,27 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
         """Publish the state as it is now (a named tuple: cheap enough for the hot path)."""
         f = self._fifos
         self.publish(
-            RouterSnapshot(
-                self.running,
-                self._received,
-                self._processed,
-                self._unhandled,
-                self._failed,
-                self._retried,
-                self._dropped,
-                self._deduplicated,
-                self._dead_lettered,
-                (len(f[1]), len(f[2]), len(f[3]), len(f[4])),
-                len(self._retry_heap),
-                self._in_flight,
-                len(self._seen),
-                self._handler_counts,
-                self._p50,
-                self._p99,
-                self._dead_view,
+            _new_snapshot(
+                RouterSnapshot,
+                (
+                    self.running,
+                    self._received,
+                    self._processed,
+                    self._unhandled,
+                    self._failed,
+                    self._retried,
+                    self._dropped,
+                    self._deduplicated,
+                    self._dead_lettered,
+                    (len(f[1]), len(f[2]), len(f[3]), len(f[4])),
+                    len(self._retry_heap),
+                    self._in_flight,
+                    len(self._seen),
+                    self._handler_counts,
+                    self._p50,
+                    self._p99,
+                    self._dead_view,
+                ),
             )
         )
 
