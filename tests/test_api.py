@@ -185,7 +185,7 @@ class FakeMonitor:
     def get_alerts(self, level: Any = None, include_resolved: bool = False) -> list[Any]:
         return [a for a in self.alerts.values() if include_resolved or not a["resolved"]]
 
-    def resolve_alert(self, alert_id: str) -> None:
+    async def resolve_alert(self, alert_id: str) -> None:
         if alert_id not in self.alerts:
             raise AlertNotFound(alert_id)
         self.alerts[alert_id]["resolved"] = True

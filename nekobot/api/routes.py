@@ -174,7 +174,7 @@ class Routes:
                 req.platform_id,
                 pc,
                 auto_start=req.auto_start,
-                author="api",  # type: ignore[call-arg]  # until the runtime takes them
+                author="api",
                 base_revision=req.base_revision,
             ),
         )
@@ -211,7 +211,7 @@ class Routes:
             f"removing platform {pid!r}",
             lambda: rm.remove_platform(
                 pid,
-                author="api",  # type: ignore[call-arg]  # until the runtime takes them
+                author="api",
                 base_revision=base,
             ),
         )
@@ -278,7 +278,7 @@ class Routes:
             lambda: rm.update_platform_config(
                 req.platform_id,
                 {"connection": merged},
-                author="api",  # type: ignore[call-arg]  # until the runtime takes them
+                author="api",
                 base_revision=req.base_revision,
             ),
         )
@@ -482,7 +482,11 @@ class Routes:
     )
     async def resolve_alert(self, request: Request) -> Response:
         req = await parse_body(request, ResolveAlertRequest)
-        self.bot.status_monitor.resolve_alert(req.alert_id)
+        await self._wait(
+            request,
+            f"resolving alert {req.alert_id!r}",
+            lambda: self.bot.status_monitor.resolve_alert(req.alert_id),
+        )
         return json_response({"alert_id": req.alert_id, "resolved": True})
 
     # ---- config --------------------------------------------------------------

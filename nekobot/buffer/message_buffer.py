@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..core.actor import Actor, Call
+from ..core.timer import Timer
 from ..errors import ActorStopped, Conflict, InvalidRequest, NekoBotError, PlatformOffline
 from ..messages import MessagePriority, OutboundMessage, new_message_key
 from ..monitor.status_monitor import AlertLevel
@@ -55,7 +56,6 @@ from .stats import (
     Snapshots,
     buffer_stats,
 )
-from .timer import Timer
 
 if TYPE_CHECKING:
     from ..config.schema import BufferConfig
@@ -185,7 +185,7 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
         self._added: list[tuple[Call[Any], Item]] = []
         """This batch's adds that wrote a row (they fail if the commit fails)."""
         self._snaps = Snapshots()
-        self._timer = Timer()
+        self._timer: Timer[BufferRequest] = Timer(Tick())
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         self._publish()

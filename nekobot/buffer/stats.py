@@ -45,7 +45,6 @@ class BufferedMessage:
     """Failed replay sends so far."""
 
 
-
 @attrs.frozen(kw_only=True)
 class PlatformBufferStats:
     """Counters and size of one platform's queue."""
@@ -103,7 +102,6 @@ class BufferStats:
     oldest_age: float | None
     """Seconds (Trio clock) the oldest queued message of any platform has waited."""
     platforms: Mapping[str, PlatformBufferStats]
-
 
 
 @attrs.frozen

@@ -63,6 +63,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from ..config.schema import MonitorConfig
 from ..core.actor import Actor
+from ..core.timer import Timer
 from ..errors import ActorStopped, AlertNotFound, MailboxFull, PlatformNotFound
 from .alerts import Alert, AlertLevel, AlertRule
 from .messages import (
@@ -77,13 +78,13 @@ from .messages import (
     RegisterRule,
     ResolveAlert,
     SetPlatformState,
+    Tick,
     UnregisterRule,
 )
 from .metrics import BuiltinMetrics, MetricCatalog, MetricType, ScrapeCollector
 from .metrics import metric_type as _metric_type
 from .snapshots import MonitorSnapshot, MonitorStatus, PlatformStatus
 from .state import FLUSH_INTERVAL, MonitorState
-from .timer import Timer
 
 __all__ = [
     "FLUSH_INTERVAL",
@@ -137,7 +138,7 @@ class StatusMonitor(Actor[MonitorMessage, MonitorSnapshot]):
             BuiltinMetrics(self.registry),
             lambda: self._records_dropped,
         )
-        self._timer = Timer()
+        self._timer: Timer[MonitorMessage] = Timer(Tick())
         self.registry.register(ScrapeCollector(self._snap, lambda: self._records_dropped))
         self.publish(
             MonitorSnapshot(

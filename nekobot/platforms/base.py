@@ -62,7 +62,7 @@ class PlatformContext:
     """Called with the platform id when its link becomes usable (buffer replays)."""
     link_down: Callable[[str], Awaitable[None]] | None = None
     """Called with the platform id when its link is lost (sends are buffered)."""
-    report_fault: Callable[[str, BaseException, dict[str, Any]], Awaitable[None]] | None = None
+    report_fault: Callable[[str, BaseException, dict[str, Any]], Awaitable[object]] | None = None
     """Reports a fault the adapter caught itself (``fault_isolation.handle_fault``)."""
     record_metric: Callable[[str, float, str], None] | None = None
     """``monitor.record_metric(name, value, metric_type)`` (sync, cheap)."""
