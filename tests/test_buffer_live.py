@@ -236,13 +236,15 @@ async def test_drops_expiries_and_replays_are_prometheus_series(
     buf = MessageBuffer(
         2, overflow_strategy="drop_oldest", monitor=monitor, replay_rate=10, deliver=peer.send
     )
-    async with running(buf):
+    async with trio.open_nursery() as nursery, running(buf):
+        await nursery.start(monitor.run)
         await buf.add_message("qq", "m", "short", ttl=1.0)
         await buf.add_message("qq", "m", "a")
         await buf.add_message("qq", "m", "b")  # full, offline: drops "short"
         await buf.add_message("tg", "m", "x", ttl=1.0)
         await trio.sleep(1.0)  # "x" expires
         await trio.testing.wait_all_tasks_blocked()
+        await monitor.flush()
         text = monitor.exposition()[0].decode()
         assert (
             sample(text, "nekobot_buffer_dropped_total", platform_id="qq", reason="drop_oldest")
@@ -255,6 +257,7 @@ async def test_drops_expiries_and_replays_are_prometheus_series(
         await buf.mark_platform_online("qq")
         await peer.wait_for(2)
         await drained(buf, "qq")
+        await monitor.flush()
         text = monitor.exposition()[0].decode()
         assert sample(text, "nekobot_buffer_replayed_total", platform_id="qq") == 2
         assert sample(text, "nekobot_buffer_size", platform_id="qq") == 0
@@ -265,6 +268,7 @@ async def test_drops_expiries_and_replays_are_prometheus_series(
             1,
             {"drop_oldest": 1},
         )
+        nursery.cancel_scope.cancel()
 
 
 async def test_overflow_alert_opens_updates_and_clears_when_drained(
@@ -275,9 +279,11 @@ async def test_overflow_alert_opens_updates_and_clears_when_drained(
     buf = MessageBuffer(
         3, overflow_strategy="drop_newest", monitor=monitor, replay_rate=10, deliver=peer.send
     )
-    async with running(buf):
+    async with trio.open_nursery() as nursery, running(buf):
+        await nursery.start(monitor.run)
         for i in range(4):
             await buf.add_message("qq", "m", i)  # offline: the 4th is dropped
+        await monitor.flush()
         [alert] = monitor.get_alerts()
         assert alert.key == "buffer:overflow:qq"
         assert alert.level is AlertLevel.WARNING
@@ -286,6 +292,7 @@ async def test_overflow_alert_opens_updates_and_clears_when_drained(
         assert "1 message(s) dropped" in alert.message
         await buf.add_message("qq", "m", 4)
         await buf.add_message("qq", "m", 5)
+        await monitor.flush()
         [alert2] = monitor.get_alerts()
         assert alert2.alert_id == alert.alert_id  # one open alert, updated
         assert "3 message(s) dropped" in alert2.message
@@ -293,6 +300,7 @@ async def test_overflow_alert_opens_updates_and_clears_when_drained(
         # Another platform's overflow is its own alert.
         for i in range(4):
             await buf.add_message("tg", "m", i)
+        await monitor.flush()
         assert sorted(a.key for a in monitor.get_alerts()) == [
             "buffer:overflow:qq",
             "buffer:overflow:tg",
@@ -300,6 +308,7 @@ async def test_overflow_alert_opens_updates_and_clears_when_drained(
         await buf.mark_platform_online("qq")
         await peer.wait_for(3)
         await drained(buf, "qq")
+        await monitor.flush()
         [still_open] = monitor.get_alerts()
         assert still_open.key == "buffer:overflow:tg"
         [resolved] = [a for a in monitor.get_alerts(include_resolved=True) if a.resolved]
@@ -308,9 +317,11 @@ async def test_overflow_alert_opens_updates_and_clears_when_drained(
         await buf.mark_platform_offline("qq")
         for i in range(4):
             await buf.add_message("qq", "m", f"again{i}")
+        await monitor.flush()
         new = [a for a in monitor.get_alerts() if a.key == "buffer:overflow:qq"]
         assert len(new) == 1 and new[0].alert_id != alert.alert_id
         assert "1 message(s) dropped" in new[0].message
+        nursery.cancel_scope.cancel()
 
 
 async def test_monitor_failures_never_break_the_buffer(

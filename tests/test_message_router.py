@@ -199,9 +199,11 @@ async def test_dead_letter_after_max_retries_with_backoff(
 
     router.register_handler("notice", broken, name="broken")
     async with trio.open_nursery() as nursery:
+        await nursery.start(mon.run)
         await nursery.start(router.run)
         await router.route_message("qq", "notice", {"x": 1}, dedup_key="n1")
         await trio.sleep(10)
+        await mon.flush()
         nursery.cancel_scope.cancel()
     t0 = attempts[0]
     assert [t - t0 for t in attempts] == [0.0, 0.5, 1.5]
@@ -535,12 +537,14 @@ async def test_router_records_every_message_at_monitor() -> None:
 
     router.register_handler("message", handler)
     async with trio.open_nursery() as nursery:
+        await nursery.start(mon.run)
         await nursery.start(router.run)
         for i in range(20):
             await router.route_message("qq", "message", i)
         await router.route_message("qq", "message", 0, dedup_key="d")
         await router.route_message("qq", "message", 0, dedup_key="d")
         await trio.testing.wait_all_tasks_blocked()
+        await mon.flush()
         nursery.cancel_scope.cancel()
     st = mon.get_platform_status("qq")
     assert st.throughput_last_minute == 21 and st.error_count == 0

@@ -768,14 +768,18 @@ async def test_metrics_reach_the_real_monitor_and_never_break_the_link() -> None
     rec.context.record_metric = monitor.record_metric
     cfg = OneBotV11Config(port=0, access_token=TOKEN)
     with trio.fail_after(10):
-        async with (
-            running(cfg, recorder=rec) as platform,
-            open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
-        ):
-            await peer.send("not json")
-            await peer.send(EVENTS[0])
-            await wait_for(lambda: emitted(platform))
-            assert platform.online
+        async with trio.open_nursery() as nursery:
+            await nursery.start(monitor.run)
+            async with (
+                running(cfg, recorder=rec) as platform,
+                open_reverse_peer(platform.bound_port, token=TOKEN) as peer,
+            ):
+                await peer.send("not json")
+                await peer.send(EVENTS[0])
+                await wait_for(lambda: emitted(platform))
+                assert platform.online
+            await monitor.flush()
+            nursery.cancel_scope.cancel()
     text = monitor.exposition()[0].decode()
     assert 'nekobot_onebot_frames_dropped_total{platform_id="qq",reason="not_json"} 1.0' in text
     assert "nekobot_platform_connection_up" in text
