@@ -11,6 +11,7 @@ Times are Trio clock seconds (``trio.current_time()``).
 
 from __future__ import annotations
 
+import bisect
 import enum
 
 import attrs
@@ -149,14 +150,25 @@ def decide(state: BreakerSnapshot, fault: Fault, now: float, policy: BreakerPoli
         return Decision(action=Action.REOPEN, state=_open(state, now, cooldown, why))
     if state.state is BreakerState.OPEN:
         return Decision(action=Action.STAY_OPEN, state=state)
-    start = now - policy.error_window
-    failures = (*(t for t in state.failures if t > start), now)
+    # failures are ascending: drop those out of the window (a C-level slice), and
+    # keep only the last threshold - 1 (no older one can count towards an opening)
+    kept = state.failures[bisect.bisect_right(state.failures, now - policy.error_window) :]
+    failures = (*kept[max(0, len(kept) - policy.failure_threshold + 1) :], now)
     if len(failures) >= policy.failure_threshold:
         why = f"{len(failures)} faults within {policy.error_window} s (last: {fault.summary})"
         cooldown = min(state.cooldown, policy.max_cooldown)
         return Decision(action=Action.OPEN, state=_open(state, now, cooldown, why))
     action = Action.RESTART if fault.crashed else Action.CONTINUE
-    return Decision(action=action, state=attrs.evolve(state, failures=failures))
+    # (the constructor, not attrs.evolve: this is the restart path)
+    after = BreakerSnapshot(
+        state=state.state,
+        failures=failures,
+        cooldown=state.cooldown,
+        retry_at=state.retry_at,
+        disabled=state.disabled,
+        reason=state.reason,
+    )
+    return Decision(action=action, state=after)
 
 
 def open_now(

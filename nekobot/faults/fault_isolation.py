@@ -145,11 +145,14 @@ class FaultIsolation(Actor[rq.Msg, None]):
         self.store = store
         self._events = events
         self._platforms: dict[str, _Platform] = {}
+        self._in_flight: dict[str, int] = {}
+        """Faults sent as casts by ``judge_fault`` and not handled yet (per platform)."""
         self._out: set[str] = set()
         self._wanted = 0
         self._running_wanted = 0
         self._level = DegradationLevel.NONE
         self._out_version = 0
+        self._counted = (0, 0)
         self._alerted_version = 0
         self._writer: trio.MemorySendChannel[Write] | None = None
         self.dropped_writes = 0
@@ -264,6 +267,41 @@ class FaultIsolation(Actor[rq.Msg, None]):
         """:meth:`handle_fault` without formatting the traceback (the restart path)."""
         crashed = (context or {}).get("source") == "supervisor"
         return await self.ref.call(rq.Fault(platform_id, exception, crashed), timeout=timeout)
+
+    async def judge_fault(
+        self,
+        platform_id: str,
+        exception: BaseException,
+        context: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> IsolationStrategy:
+        """The restart path's decision: :meth:`handle_fault` without a record to return.
+
+        When no fault of this platform is still in the mailbox, the answer
+        of :func:`~nekobot.faults.breaker.decide` on the breaker as this actor
+        last left it is exact; if it is "restart" (or "continue") the fault is
+        sent as a cast and the answer given at once (no round trip). Any other
+        answer is asked of the actor (a call), which also keeps it exact.
+
+        Raises:
+            CallTimeout: the actor did not answer within ``timeout``.
+        """
+        crashed = (context or {}).get("source") == "supervisor"
+        if not self._in_flight.get(platform_id):
+            p = self._platforms.get(platform_id)
+            snap = p.breaker if p is not None else BreakerSnapshot(cooldown=self.cfg.cooldown)
+            d = br.decide(snap, Fault(crashed=crashed), trio.current_time(), self.policy)
+            if d.restart:
+                try:
+                    self.ref.cast_nowait(rq.Fault(platform_id, exception, crashed, counted=True))
+                except Exception:
+                    pass  # not running: ask, and time out clearly
+                else:
+                    self._in_flight[platform_id] = 1
+                    return _STRATEGY[d.action]
+        kept = await self.ref.call(rq.Fault(platform_id, exception, crashed), timeout=timeout)
+        return kept.strategy
 
     async def disable_platform(
         self,
@@ -501,6 +539,8 @@ class FaultIsolation(Actor[rq.Msg, None]):
                 p.running, p.wanted, p.reason = running, wanted, reason
                 self._count(p, +1)
                 self._mark_out(pid, p.out)
+            case rq.Fault():
+                self._fault(msg)
             case rq.Recovered(pid):
                 if pid in self._platforms:
                     self._resolve(pid, self._platforms[pid])
@@ -529,7 +569,14 @@ class FaultIsolation(Actor[rq.Msg, None]):
 
     def _fault(self, msg: rq.Fault) -> KeptFault:
         pid, err = msg.platform_id, msg.error
+        if msg.counted:
+            self._in_flight.pop(pid, None)
         p = self._p(pid)
+        if msg.crashed and p.running:  # the fault tells that it is down
+            self._count(p, -1)
+            p.running, p.reason = False, f"restarting ({type(err).__name__}: {err})"
+            self._count(p, +1)
+            self._mark_out(pid, p.out)
         now = trio.current_time()
         summary = f"{type(err).__name__}: {err}"
         d = br.decide(p.breaker, Fault(crashed=msg.crashed, summary=summary), now, self.policy)
@@ -608,6 +655,9 @@ class FaultIsolation(Actor[rq.Msg, None]):
             log.exception("clear_alert failed")
 
     def _update_degradation(self) -> None:
+        if self._counted == (self._out_version, self._wanted):
+            return  # nothing the level depends on changed (the common batch)
+        self._counted = (self._out_version, self._wanted)
         level = DegradationLevel.from_share(len(self._out), self._wanted)
         old, self._level = self._level, level
         key = "fault_isolation:degraded"
@@ -615,7 +665,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
             if old is not DegradationLevel.NONE:
                 self._clear(key)
             return
-        if level is old and self._out_version == self._alerted_version:
+        if self.monitor is None or (level is old and self._out_version == self._alerted_version):
             return
         self._alerted_version = self._out_version
         alert = "critical" if level is DegradationLevel.CRITICAL else "warning"

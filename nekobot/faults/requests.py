@@ -16,6 +16,8 @@ class Fault(Request[KeptFault]):
     platform_id: str
     error: BaseException
     crashed: bool
+    counted: bool = False
+    """Sent as a cast by ``judge_fault`` (its in-flight count goes down when handled)."""
 
 
 @attrs.frozen

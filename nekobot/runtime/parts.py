@@ -11,6 +11,7 @@ import trio
 
 from ..config.schema import PlatformConfig
 from ..core.actor import Call
+from ..core.supervisor import ChildStatus
 from ..platforms.base import PlatformActor
 from .lifecycle import PlatformState
 from .requests import Put
@@ -105,7 +106,11 @@ class Entry:
     queue: deque[Call[Any]] = attrs.field(factory=deque)
     since: float = attrs.field(factory=time.time)
     since_clock: float = 0.0
+    child: ChildStatus = ChildStatus.STOPPED
+    """Its supervisor child's status (the supervisor's status hook keeps it)."""
     shown: PlatformState = PlatformState.STOPPED
+    told: tuple[bool, bool, str] | None = None
+    """(running, wanted, reason) last told to fault isolation."""
     last_error: str | None = None
     manual_restarts: int = 0
     actor: PlatformActor | None = None

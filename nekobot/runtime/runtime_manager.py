@@ -75,6 +75,7 @@ DEFAULT_TIMEOUT = 8.0
 """Seconds (Trio clock) an operator call waits by default (under the API's 9 s)."""
 
 _ACTIVE = (ChildStatus.STARTING, ChildStatus.RUNNING, ChildStatus.STOPPING)
+_TRANSIENT = (PlatformState.RESTARTING, PlatformState.STARTING, PlatformState.STOPPING)
 
 
 def _trio_now() -> float:
@@ -200,10 +201,7 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
         return e.actor
 
     def _child_status(self, e: Entry) -> ChildStatus:
-        try:
-            return self.supervisor.child_info(e.pid).status
-        except LookupError:
-            return ChildStatus.STOPPED
+        return e.child
 
     def state_of(self, e: Entry) -> PlatformState:
         """The lifecycle state of an entry (from its supervisor child, overlaid)."""
@@ -476,6 +474,7 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
         e = self.entries.get(pid)
         if e is None:
             return
+        e.child = status
         if error is not None:
             e.last_error = f"{type(error).__name__}: {error}"
         e.changed.set()
@@ -505,14 +504,23 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
             wanted = False  # on its way up: nothing a degradation alert would show
         else:
             wanted = ((e.want and e.config.enabled) or e.disabled) and not quiet
+        told = e.told
+        if told is not None and told[0] == running and told[1] == wanted:
+            if running or not wanted or state in _TRANSIENT:
+                return  # nothing an isolation status or alert shows changed
         reason = state.value + (f" ({e.last_error})" if e.last_error else "")
+        e.told = (running, wanted, reason)
         self.fault_isolation.set_platform_state(
             e.pid, running=running, wanted=wanted, reason=reason
         )
 
     async def _on_fault(self, pid: str, exc: BaseException, context: dict[str, Any]) -> bool:
-        kept = await self.fault_isolation.decide_fault(pid, exc, context)
-        return ops.may_restart(kept.strategy)
+        e = self.entries.get(pid)
+        if e is not None and context.get("source") == "supervisor" and e.told is not None:
+            reason = f"restarting ({type(exc).__name__}: {exc})"
+            e.told = (False, e.told[1], reason)  # the fault tells fault isolation it is down
+        strategy = await self.fault_isolation.judge_fault(pid, exc, context)
+        return ops.may_restart(strategy)
 
     def _on_isolate(self, pid: str, reason: str) -> None:
         self.fault_isolation.open_breaker(pid, f"restart intensity: {reason}")
