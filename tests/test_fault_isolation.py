@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -24,6 +25,17 @@ from nekobot.config.schema import FaultIsolationConfig, SupervisorConfig
 from nekobot.core.actor import Mailbox
 from nekobot.core.supervisor import Backoff
 from nekobot.errors import PlatformNotFound
+from nekobot.faults.breaker import (
+    Action,
+    BreakerPolicy,
+    BreakerSnapshot,
+    Fault,
+    begin_trial,
+    decide,
+    open_now,
+    reset,
+    trial_succeeded,
+)
 from nekobot.faults.fault_isolation import (
     BreakerState,
     DegradationLevel,
@@ -489,3 +501,117 @@ def test_model_schedules(n_platforms: int, ops: list[tuple[str, Any]]) -> None:
                 assert len(window) <= MSUP.max_restarts, (pid, window)
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# ---- the breaker as a pure function ---------------------------------------------
+
+POLICY = BreakerPolicy(failure_threshold=3, error_window=10.0, cooldown=30.0, max_cooldown=100.0)
+CRASH = Fault(crashed=True, summary="Crash: x")
+
+
+def test_decide_exact_values() -> None:
+    s = BreakerSnapshot(cooldown=30.0)
+    d = decide(s, CRASH, 1.0, POLICY)
+    assert d.action is Action.RESTART and d.restart and d.state.failures == (1.0,)
+    d = decide(d.state, Fault(crashed=False, summary="E: y"), 5.0, POLICY)
+    assert d.action is Action.CONTINUE and d.state.failures == (1.0, 5.0)
+    # 11.0: the fault at 1.0 left the window (10 s); two faults in it, still closed
+    d = decide(d.state, CRASH, 11.0, POLICY)
+    assert d.action is Action.RESTART and d.state.failures == (5.0, 11.0)
+    d = decide(d.state, CRASH, 12.0, POLICY)
+    assert d.action is Action.OPEN and not d.restart and d.opened
+    assert d.state.state is BreakerState.OPEN
+    assert (d.state.retry_at, d.state.cooldown, d.state.failures) == (42.0, 30.0, ())
+    assert d.state.reason == "3 faults within 10.0 s (last: Crash: x)"
+    assert decide(d.state, CRASH, 13.0, POLICY).action is Action.STAY_OPEN
+    trial = begin_trial(d.state)
+    assert trial.state is BreakerState.HALF_OPEN and trial.retry_at is None
+    d = decide(trial, CRASH, 42.5, POLICY)
+    assert d.action is Action.REOPEN and (d.state.cooldown, d.state.retry_at) == (60.0, 102.5)
+    d = decide(begin_trial(d.state), CRASH, 103.0, POLICY)
+    assert (d.state.cooldown, d.state.retry_at) == (100.0, 203.0)  # capped
+    closed = trial_succeeded(begin_trial(d.state), POLICY)
+    assert closed.state is BreakerState.CLOSED and closed.cooldown == 30.0
+    assert trial_succeeded(closed, POLICY) is closed  # only from HALF_OPEN
+    assert begin_trial(closed) is closed  # only from OPEN
+    opened = open_now(closed, 7.0, POLICY, "restart intensity")
+    assert (opened.state, opened.retry_at, opened.reason) == (
+        BreakerState.OPEN,
+        37.0,
+        "restart intensity",
+    )
+    disabled = attrs.evolve(closed, disabled=True)
+    assert decide(disabled, CRASH, 1.0, POLICY).action is Action.STAY_DISABLED
+    assert reset(opened, POLICY, "by hand").state is BreakerState.CLOSED
+
+
+_events = st.lists(
+    st.tuples(
+        st.sampled_from(["crash", "adapter", "trial", "trial_ok", "intensity", "reset"]),
+        st.floats(0.0, 50.0),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=_events,
+    threshold=st.integers(1, 6),
+    window=st.floats(0.5, 100.0),
+    cooldown=st.floats(0.0, 50.0),
+    extra=st.floats(0.0, 500.0),
+    disabled=st.booleans(),
+)
+def test_breaker_properties(
+    events: list[tuple[str, float]],
+    threshold: int,
+    window: float,
+    cooldown: float,
+    extra: float,
+    disabled: bool,
+) -> None:
+    policy = BreakerPolicy(
+        failure_threshold=threshold,
+        error_window=window,
+        cooldown=cooldown,
+        max_cooldown=cooldown + extra,
+    )
+    s = BreakerSnapshot(cooldown=cooldown, disabled=disabled)
+    now = 0.0
+    closed_faults: list[float] = []  # faults seen while CLOSED, since it last closed
+    for kind, dt in events:
+        now += dt
+        if kind in ("crash", "adapter"):
+            before = s
+            d = decide(s, Fault(crashed=kind == "crash"), now, policy)
+            if disabled:
+                assert d.action is Action.STAY_DISABLED and not d.restart  # never restarted
+            if before.state is BreakerState.CLOSED and not disabled:
+                closed_faults.append(now)
+                in_window = [t for t in closed_faults if t > now - window]
+                # never opens with fewer than failure_threshold faults in the window
+                assert d.opened == (len(in_window) >= threshold), (in_window, d)
+                if d.opened:
+                    closed_faults = []
+            if d.opened:
+                assert d.state.retry_at == pytest.approx(now + d.state.cooldown)
+            s = d.state
+        elif kind == "trial":
+            s = begin_trial(s)
+        elif kind == "trial_ok":
+            if s.state is BreakerState.HALF_OPEN:
+                closed_faults = []
+            s = trial_succeeded(s, policy)
+        elif kind == "intensity":
+            s = open_now(s, now, policy, "intensity")
+            closed_faults = []
+        else:
+            if s.state is not BreakerState.CLOSED:
+                closed_faults = []
+            s = reset(s, policy, "reset")
+            closed_faults = []
+        # the cooldown never exceeds max_cooldown; an open breaker always has a retry time
+        assert s.cooldown <= policy.max_cooldown
+        assert (s.retry_at is not None) == (s.state is BreakerState.OPEN)
+        assert len(s.failures) < max(threshold, 1)
