@@ -22,7 +22,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -65,10 +65,12 @@ class RootActorCrashed(NekoBotError):
 
     Attributes:
         actor (str): Which child of the root crashed (its id in the tree).
+        cause (BaseException): What it raised (unwrapped from Trio's groups).
     """
 
     def __init__(self, actor: str, cause: BaseException) -> None:
         self.actor = actor
+        self.cause = cause
         super().__init__(f"root actor {actor!r} crashed: {type(cause).__name__}: {cause}")
 
 
@@ -82,6 +84,40 @@ class _Started:
     def started(self, value: Any = None) -> None:
         self._keep(value)
         self._real.started(value)
+
+
+class _EndsAfterStop:
+    """A root child with a graceful stop: ``stop()`` runs ``before_stop`` (bounded
+    by the child's ``shutdown`` deadline), then the child ends at once.
+
+    The supervisor calls a child's ``stop`` hook and then waits up to its
+    ``shutdown`` for the child to return by itself; the router and the
+    platforms run until cancelled, so their hooks (drain what was accepted;
+    mark the stop as expected) end them here.
+    """
+
+    def __init__(
+        self,
+        run: Callable[..., Awaitable[object]],
+        before_stop: Callable[[], Awaitable[object]],
+    ) -> None:
+        self._run = run
+        self._before_stop = before_stop
+        self._stopped = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        self._stopped = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._run)
+            task_status.started()
+            await self._stopped.wait()
+            nursery.cancel_scope.cancel()
+
+    async def stop(self) -> None:
+        try:
+            await self._before_stop()
+        finally:
+            self._stopped.set()
 
 
 class NekoBot:
@@ -100,6 +136,9 @@ class NekoBot:
     def __init__(self, config: NekoBotConfig, *, config_path: str | None = None) -> None:
         self.config_path = config_path
         """The file ``reload()`` re-reads, if the bot was started from one."""
+        self._plugins = [(spec, find_plugin(i, spec)) for i, spec in enumerate(config.bot.plugins)]
+        """``[bot] plugins``, imported before anything starts (``ConfigError`` names
+        the one that cannot load); ``setup(bot)`` runs in the ``plugins`` child."""
         durable = config.buffer.durable
         self.store = Store(config.data_path() / "nekobot.db" if durable else ":memory:")
         self.status_monitor = StatusMonitor.from_config(config.monitor)
@@ -145,24 +184,23 @@ class NekoBot:
         """Port the HTTP API is bound to (when enabled)."""
         self.console_address: Any = None
         """Where the debug console listens (when enabled)."""
-        self._accounts: dict[str, set[str]] = {}
+        self.nursery: trio.Nursery | None = None
+        """Where plugins start background tasks (the tree's ``plugins`` child;
+        ``None`` until it starts)."""
 
     def _tree(self, config: NekoBotConfig) -> list[ChildSpec]:
         """The supervision tree of DESIGN.md §1: started top to bottom, stopped bottom up."""
         grace = config.bot.shutdown_timeout
+        router = _EndsAfterStop(self.message_router.run, self._drain_router)
+        platforms = _EndsAfterStop(self._run_platforms, self.runtime_manager.begin_shutdown)
         return [
             ChildSpec("monitor", self.status_monitor.run, shutdown=grace),
             ChildSpec("buffer", self.message_buffer.run, shutdown=grace),
-            ChildSpec("router", self.message_router.run, shutdown=grace, stop=self._drain_router),
+            ChildSpec("router", router.run, shutdown=grace, stop=router.stop),
             ChildSpec("fault_isolation", self.fault_isolation_manager.run, shutdown=grace),
             ChildSpec("config", self.config_version_manager.run, shutdown=grace),
             ChildSpec("plugins", self._run_plugins, shutdown=grace),
-            ChildSpec(
-                "platforms",
-                self._run_platforms,
-                shutdown=grace,
-                stop=self.runtime_manager.begin_shutdown,
-            ),
+            ChildSpec("platforms", platforms.run, shutdown=grace, stop=platforms.stop),
             *([ChildSpec("api", self._run_api, shutdown=grace)] if config.api.enable else []),
             *(
                 [ChildSpec("console", self._run_console, shutdown=grace)]
@@ -179,15 +217,20 @@ class NekoBot:
     # ---- the tree's own children --------------------------------------------
 
     async def _run_plugins(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """Load ``[bot] plugins`` (each ``setup(bot)``) before any platform starts."""
-        for i, spec in enumerate(self.config.bot.plugins):
-            setup = find_plugin(i, spec)
-            result = setup(self)
-            if inspect.isawaitable(result):
-                await result
-            log.info("plugin %s loaded", spec)
-        task_status.started()
-        await trio.sleep_forever()
+        """Run ``[bot] plugins``' ``setup(bot)`` before any platform starts; their
+        background tasks (``bot.nursery.start_soon``) live in this child."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            try:
+                for spec, setup in self._plugins:
+                    result = setup(self)
+                    if inspect.isawaitable(result):
+                        await result
+                    log.info("plugin %s loaded", spec)
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self.nursery = None
 
     async def _run_platforms(self, *, task_status: trio.TaskStatus[None]) -> None:
         """The runtime manager (it owns the platforms' supervisor), with the
@@ -258,23 +301,17 @@ class NekoBot:
 
     # Buffer queues: one per platform ("qq"), and one per account of a
     # multi-account platform ("qq@10001"), so that one offline account never
-    # holds up the platform's others. Platform ids cannot contain "@".
+    # holds up the platform's others. Platform ids cannot contain "@". The
+    # buffer owns which queues are online.
 
     async def _account_up(self, platform_id: str, account: str) -> None:
-        self._accounts.setdefault(platform_id, set()).add(account)
         await self.message_buffer.mark_platform_online(f"{platform_id}@{account}")
 
     async def _account_down(self, platform_id: str, account: str) -> None:
-        self._accounts.get(platform_id, set()).discard(account)
         await self.message_buffer.mark_platform_offline(f"{platform_id}@{account}")
 
     async def _link_down(self, platform_id: str) -> None:
-        # Take the accounts before the first await: an account that comes up
-        # while this runs (a new link) must not be marked offline with them.
-        accounts = self._accounts.pop(platform_id, set())
-        await self.message_buffer.mark_platform_offline(platform_id)
-        for account in accounts:
-            await self.message_buffer.mark_platform_offline(f"{platform_id}@{account}")
+        await self.message_buffer.mark_platform_offline(platform_id, accounts=True)
 
     def _buffer_key(self, platform_id: str, message_type: str, content: Any) -> str:
         pc = self.runtime_manager.platform_configs[platform_id]
@@ -420,9 +457,11 @@ class NekoBot:
             try:
                 await self.supervisor.run(task_status=_Started(task_status, self._on_ready))
             except ChildStartError as exc:
-                raise _crashed(exc.child_id, exc.error) from exc.error
+                crash = _crashed(exc.child_id, exc.error)
+                raise crash from crash.cause
             except RestartIntensityExceeded as exc:
-                raise _crashed(exc.child_id, exc.error) from exc.error
+                crash = _crashed(exc.child_id, exc.error or exc)
+                raise crash from crash.cause
         finally:
             self.ready = False
             with trio.CancelScope(shield=True):
@@ -434,6 +473,8 @@ class NekoBot:
 
 
 def _crashed(child_id: str, error: BaseException) -> RootActorCrashed:
+    if isinstance(error, BaseExceptionGroup):
+        error = sole_exception(error)
     if isinstance(error, OSError | ConfigError):
         # e.g. the API's port is taken: the message says it all
         log.critical("%s could not run: %s", child_id, error)

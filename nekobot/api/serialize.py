@@ -5,7 +5,7 @@ configured once here. Its unstructure rules give every snapshot its JSON form,
 so no snapshot class needs a ``to_dict``:
 
 - attrs classes become objects of their public fields (a field whose name
-  starts with ``_`` is left out), by their declared types;
+  starts with ``_`` is left out), each by its value's run-time type;
 - an ``IntEnum`` becomes its name (``"WARNING"``, ``"HIGH"``), another enum its
   value (``"running"``, ``"half_open"``);
 - a non-finite float becomes a string (``"inf"``, ``"-inf"``, ``"nan"``);
@@ -69,10 +69,16 @@ def _is_int_enum(cls: Any) -> bool:
 
 
 def _attrs_public(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
-    hidden: dict[str, Any] = {
-        a.name: cattrs.gen.override(omit=True) for a in attrs.fields(cls) if a.name[0] == "_"
-    }
-    return cattrs.gen.make_dict_unstructure_fn(cls, converter, **hidden)
+    # Each value is unstructured by its run-time type, not by the declared one:
+    # snapshots name types imported only for the type checker (no import cycles),
+    # which cattrs could not resolve from the annotations.
+    names = tuple(a.name for a in attrs.fields(cls) if a.name[0] != "_")
+    unstructure = converter.unstructure
+
+    def public_fields(obj: Any) -> dict[str, Any]:
+        return {name: unstructure(getattr(obj, name)) for name in names}
+
+    return public_fields
 
 
 def _float(value: float) -> float | str:

@@ -178,28 +178,30 @@ class Commands:
                 continue
             running = getattr(part, "running", None)
             tail = "" if running is None else f"  running {running}"
+            row = f"{attr:<24}"
             if isinstance(part, Actor):
                 st = part.mailbox_statistics()
                 mean = st.received_total / st.batches_total if st.batches_total else 0.0
                 cap = "inf" if st.capacity == math.inf else str(int(st.capacity))
-                rows.append(
-                    f"{attr:<24} mailbox {st.depth}/{cap}  received {st.received_total}"
+                row += (
+                    f" mailbox {st.depth}/{cap}  received {st.received_total}"
                     f"  batches {st.batches_total} (mean {mean:.1f})"
-                    f"  senders waiting {st.senders_waiting}{tail}"
+                    f"  senders waiting {st.senders_waiting}"
                 )
-            elif isinstance(part, MessageRouter):
+            if isinstance(part, MessageRouter):
                 rs = part.get_stats()
-                rows.append(
-                    f"{attr:<24} queue {rs.queued}  in flight {rs.in_flight}"
-                    f"  retry waiting {rs.retry_waiting}  received {rs.received}"
-                    f"  processed {rs.processed}  failed {rs.failed}{tail}"
+                row += (
+                    f"  queue {rs.queued}  in flight {rs.in_flight}"
+                    f"  retry waiting {rs.retry_waiting}  routed {rs.received}"
+                    f"  processed {rs.processed}  failed {rs.failed}"
                 )
             elif isinstance(part, StatusMonitor):
                 ms = part.get_status()
-                rows.append(
-                    f"{attr:<24} applied {ms.records_applied}"
-                    f"  dropped {ms.records_dropped}  rule errors {ms.rule_errors}{tail}"
+                row += (
+                    f"  applied {ms.records_applied}"
+                    f"  dropped {ms.records_dropped}  rule errors {ms.rule_errors}"
                 )
+            rows.append(row + tail)
         if not rows:
             return "no actors\n"
         return "\n".join(rows) + "\n"
