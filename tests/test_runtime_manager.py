@@ -10,13 +10,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 from nekobot.config.schema import FaultIsolationConfig, PlatformConfig, SupervisorConfig
 from nekobot.core.actor import Mailbox
-from nekobot.errors import ConfigError, InvalidRequest, PlatformExists, PlatformNotFound
+from nekobot.errors import (
+    CallTimeout,
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    PlatformExists,
+    PlatformNotFound,
+)
 from nekobot.faults.fault_isolation import FaultIsolation
 from nekobot.runtime.runtime_manager import (
     DirectChanges,
@@ -453,3 +461,101 @@ async def test_a_restart_whose_new_instance_fails_alerts(
         assert _degraded_alerts(monitor) == [
             "degraded (MEDIUM): a: error (RuntimeError: a: bad config v1)"
         ]
+
+
+async def test_nothing_waits_forever_and_answers_name_the_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        await rm.add_platform("slow", config(start_delay=20.0), auto_start=False)
+        await rm.add_platform("other", config())
+        results: dict[str, Any] = {}
+
+        async def call(name: str, fn: Any) -> None:
+            try:
+                answer = await fn()
+                results[name] = (trio.current_time(), answer)
+            except Exception as exc:
+                results[name] = (trio.current_time(), exc)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(call, "start", lambda: rm.start_platform("slow", timeout=30.0))
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(call, "stop", lambda: rm.stop_platform("slow", timeout=2.0))
+            # another platform is not held up by the slow one
+            n.start_soon(call, "other", lambda: rm.restart_platform("other"))
+        t, exc = results["stop"]
+        assert t == 2.0 and isinstance(exc, CallTimeout)
+        assert str(exc) == (
+            "stop of platform 'slow': no answer within 2.0 s (platform 'slow' is busy: start)"
+        )
+        assert results["other"][0] == 0.0 and results["other"][1].state is PlatformState.RUNNING
+        assert results["start"][0] == 20.0
+        assert results["start"][1].state is PlatformState.RUNNING
+        # the stop whose caller gave up was not made afterwards
+        await trio.sleep(1.0)
+        assert status(rm, "slow").state is PlatformState.RUNNING
+
+
+async def test_calls_during_a_removal_are_refused_clearly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    async with running_rm(world, sup=attrs.evolve(SUP, shutdown=5.0)) as rm:
+        await rm.add_platform("a", config())
+        world.live["a"].hang(3.0)  # its cleanup takes 3 s
+        errors: list[BaseException] = []
+
+        async def start_later() -> None:
+            await trio.sleep(1.0)
+            try:
+                await rm.start_platform("a")
+            except Conflict as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(rm.remove_platform, "a")
+            n.start_soon(start_later)
+        assert [str(e) for e in errors] == ["platform 'a' is being removed"]
+        assert trio.current_time() == 3.0
+        with pytest.raises(PlatformNotFound):
+            await rm.start_platform("a")
+        await rm.add_platform("a", config())  # the id is free again
+        assert status(rm, "a").state is PlatformState.RUNNING
+
+
+async def test_platform_configs_is_a_live_read_only_view(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    async with running_rm(world) as rm:
+        view = rm.platform_configs
+        assert view is rm.platform_configs  # no copy per read (the send path reads it)
+        await rm.add_platform("a", config())
+        assert list(view) == ["a"]
+        with pytest.raises(TypeError):
+            view["b"] = config()  # type: ignore[index]
+
+
+async def test_breaker_trials_are_children_of_the_platforms_supervisor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = World()
+    fi_cfg = FaultIsolationConfig(failure_threshold=1, cooldown=30.0)
+    async with running_rm(world, fi_cfg=fi_cfg) as rm:
+        await rm.add_platform("a", config())
+        world.crash("a")
+        await trio.testing.wait_all_tasks_blocked()
+        st = status(rm, "a")
+        assert st.state is PlatformState.ISOLATED and st.next_restart_at == 30.0
+        ids = [c.id for c in rm.supervisor.which_children()]
+        assert ids == ["a", "trial:a:2"]
+        await trio.sleep(30.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert status(rm, "a").state is PlatformState.RUNNING
+        assert world.events("a", "start") == [0.0, 30.0]
+        # a person's stop drops the pending check timer with the trial
+        await rm.stop_platform("a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert [c.id for c in rm.supervisor.which_children()] == ["a"]
