@@ -22,18 +22,20 @@ from ..config.schema import PlatformConfig, platform_to_dict
 from ..errors import ConfigError, InvalidRequest, PlatformExists, PlatformNotFound
 from .lifecycle import PlatformBusy, PlatformLifecycleStatus, PlatformStartError
 from .operations import deep_merge
-from .requests import Msg, Put
+from .requests import Msg, Put, Register, Start
 
 if TYPE_CHECKING:
     from .parts import ConfigOwner, Entry
 
-__all__ = ["BAD_ID", "PID", "ConfigChanges"]
+__all__ = ["BAD_ID", "LOAD_BATCH", "PID", "ConfigChanges"]
 
 log = logging.getLogger("nekobot.runtime_manager")
 
 PID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 """What a platform id may be."""
 BAD_ID = "platform_id: 1-64 letters, digits, '_' or '-', got {!r}"
+LOAD_BATCH = 256
+"""Platforms :meth:`ConfigChanges.load` starts at once."""
 
 
 class ConfigChanges:
@@ -48,17 +50,28 @@ class ConfigChanges:
         def _status(self, e: Entry) -> PlatformLifecycleStatus: ...
 
     async def load(self, platforms: Mapping[str, PlatformConfig]) -> None:
-        """Add every platform and start the enabled ones, in order.
+        """Add every platform and start the enabled ones.
 
-        A platform that fails to start does not stop the others: it is
-        recorded as a fault and restarted by policy (its status shows it).
+        They are added in this order (the reverse is the stop order), then
+        started :data:`LOAD_BATCH` at a time (the starts of a batch overlap). A
+        platform that fails to start does not stop the others: it is recorded
+        as a fault and restarted by policy (its status shows it).
         """
-        for pid, pc in platforms.items():
-            msg = Put(platform_id=pid, config=pc, exists=False, recover=True)
+
+        items = tuple(platforms.items())
+        await self.ask(Register(items), "loading the platforms", None)
+
+        async def start(pid: str) -> None:
             try:
-                await self.ask(msg, f"loading platform {pid!r}", None)
+                await self.ask(Start(pid, recover=True), f"start of platform {pid!r}", None)
             except PlatformStartError as exc:
                 log.error("%s", exc)
+
+        enabled = [pid for pid, pc in items if pc.enabled]
+        for i in range(0, len(enabled), LOAD_BATCH):
+            async with trio.open_nursery() as nursery:
+                for pid in enabled[i : i + LOAD_BATCH]:
+                    nursery.start_soon(start, pid)
 
     async def apply_platforms(
         self,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .parts import Entry
     from .runtime_manager import RuntimeManager
 
-__all__ = ["Isolate", "deep_merge", "may_restart", "run"]
+__all__ = ["Isolate", "deep_merge", "may_restart", "run", "spec"]
 
 log = logging.getLogger("nekobot.runtime_manager")
 
@@ -62,8 +62,8 @@ def may_restart(strategy: IsolationStrategy) -> bool:
 async def run(rm: RuntimeManager, e: Entry, msg: object) -> Any:
     """Carry out one request for the platform of ``e``; the answer to its caller."""
     match msg:
-        case Start():
-            await start(rm, e)
+        case Start(_, recover):
+            await start(rm, e, recover=recover)
             return rm._status(e)
         case Stop():
             await stop(rm, e)
@@ -97,7 +97,7 @@ async def run(rm: RuntimeManager, e: Entry, msg: object) -> Any:
     return None
 
 
-def _spec(rm: RuntimeManager, pid: str) -> ChildSpec:
+def spec(rm: RuntimeManager, pid: str) -> ChildSpec:
     async def start(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         e = rm.entries[pid]
         actor = rm.platform_factory(pid, e.config)
@@ -167,7 +167,7 @@ async def put(rm: RuntimeManager, e: Entry, msg: Put) -> None:
     """Add, change or remove the platform's section."""
     if e.fresh:
         e.fresh = False
-        rm.supervisor.add_child(_spec(rm, e.pid))
+        rm.supervisor.add_child(spec(rm, e.pid))
         if not (msg.start and e.config.enabled):
             return
         try:

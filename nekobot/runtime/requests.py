@@ -17,6 +17,7 @@ from .lifecycle import PlatformLifecycleStatus
 __all__ = [
     "Msg",
     "Put",
+    "Register",
     "Restart",
     "Start",
     "Stop",
@@ -31,6 +32,15 @@ class Start(Request[PlatformLifecycleStatus]):
     """Start a platform; answered once it called ``task_status.started()``."""
 
     platform_id: str
+    recover: bool = False
+    """If it fails to start, hand that to the fault path too (restarted by policy)."""
+
+
+@attrs.frozen
+class Register(Request[None]):
+    """Add platforms without starting them, in this order (``load``)."""
+
+    platforms: tuple[tuple[str, PlatformConfig], ...]
 
 
 @attrs.frozen
@@ -89,4 +99,4 @@ class TrialCheck:
     started_at: float | None
 
 
-Msg = Start | Stop | Restart | Put | TrialDue | Trial | TrialCheck | RuntimeEvent
+Msg = Register | Start | Stop | Restart | Put | TrialDue | Trial | TrialCheck | RuntimeEvent

@@ -42,7 +42,7 @@ from ..faults.events import BreakerOpened, DisablePlatform, EnablePlatform
 from ..faults.fault_isolation import FaultIsolation
 from ..platforms.base import PlatformActor
 from . import operations as ops
-from .changes import PID, ConfigChanges
+from .changes import BAD_ID, PID, ConfigChanges
 from .lifecycle import (
     CHILD_TO_STATE,
     PlatformBusy,
@@ -52,7 +52,7 @@ from .lifecycle import (
     PlatformState,
 )
 from .parts import ConfigOwner, DirectChanges, Entry, PlatformMonitor
-from .requests import Msg, Put, Restart, Start, Stop, Trial, TrialCheck, TrialDue
+from .requests import Msg, Put, Register, Restart, Start, Stop, Trial, TrialCheck, TrialDue
 from .trials import TIMER_PREFIX, is_timer, timer_child
 
 __all__ = [
@@ -313,7 +313,11 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
     async def handle_batch(self, batch: list[Any]) -> None:
         for item in batch:
             if isinstance(item, Call):
-                if not item.abandoned:
+                if item.abandoned:
+                    continue
+                if isinstance(item.msg, Register):
+                    self._register(item)
+                else:
                     self._enqueue(item)
                 continue
             match item:
@@ -365,6 +369,21 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
             return
         e.queue.append(call)
         self._pump(e)
+
+    def _register(self, call: Call[Any]) -> None:
+        for pid, pc in call.msg.platforms:
+            if pid in self.entries:
+                log.error("platform %r is loaded twice; the first section stays", pid)
+                continue
+            if not PID.fullmatch(pid):
+                log.error("%s", BAD_ID.format(pid))
+                continue
+            e = Entry(pid=pid, config=pc, since_clock=_trio_now(), fresh=False)
+            self.entries[pid] = e
+            self._configs[pid] = pc
+            self.supervisor.add_child(ops.spec(self, pid))
+            self.report(e, force=True)
+        call.reply(None)
 
     def _pump(self, e: Entry) -> None:
         nursery = self._nursery
