@@ -21,14 +21,13 @@ cooldowns and ``retry_at`` are Trio clock (``trio.current_time()``).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import trio
@@ -39,9 +38,10 @@ from ..monitor.status_monitor import AlertLevel
 from ..storage import Store
 from . import breaker as br
 from . import requests as rq
-from .breaker import Action, BreakerPolicy, BreakerSnapshot, BreakerState, Fault
+from .breaker import BreakerPolicy, BreakerSnapshot, BreakerState, Fault
 from .events import BreakerOpened, DisablePlatform, EnablePlatform, RuntimeEvent
-from .records import FaultRecord, IsolationStrategy, KeptFault, Write, load_records, write_batch
+from .records import FaultRecord, IsolationStrategy, KeptFault, Write, load_records
+from .state import STRATEGY, AlertSink, PlatformRecord, view, write_loop
 from .status import BreakerStatus, DegradationLevel, IsolationStatus, PlatformIsolation
 
 __all__ = [
@@ -60,52 +60,6 @@ log = logging.getLogger("nekobot.fault_isolation")
 
 DEFAULT_TIMEOUT = 8.0
 """Seconds (Trio clock) the facade methods wait by default (under the API's 9 s)."""
-
-_STRATEGY = {
-    Action.RESTART: IsolationStrategy.RESTART_PLATFORM,
-    Action.CONTINUE: IsolationStrategy.CONTINUE,
-    Action.OPEN: IsolationStrategy.DEGRADED_MODE,
-    Action.REOPEN: IsolationStrategy.DEGRADED_MODE,
-    Action.STAY_OPEN: IsolationStrategy.DEGRADED_MODE,
-    Action.STAY_DISABLED: IsolationStrategy.DISABLE_PLATFORM,
-}
-
-
-class AlertSink(Protocol):
-    """What fault isolation needs of the monitor (sync and cheap)."""
-
-    def fire_alert(
-        self, key: str, level: AlertLevel, message: str, *, platform_id: str | None = None
-    ) -> None: ...
-
-    def clear_alert(self, key: str) -> None: ...
-
-
-@attrs.define(eq=False)
-class _Platform:
-    breaker: BreakerSnapshot
-    records: deque[KeptFault]
-    since: float = attrs.field(factory=time.time)
-    running: bool = False
-    wanted: bool = False
-    reason: str = ""
-    disabled_by: str | None = None
-    disabled_at: float | None = None
-    disabled_reason: str = ""
-    enabled_by: str | None = None
-    enabled_at: float | None = None
-
-    @property
-    def out(self) -> bool:
-        return self.wanted and not self.running
-
-    def why(self) -> str:
-        if self.breaker.disabled:
-            extra = f": {self.disabled_reason}" if self.disabled_reason else ""
-            return f"disabled by {self.disabled_by}{extra}"
-        if self.breaker.state is BreakerState.OPEN:
-            return f"isolated: {self.breaker.reason}"
-        return self.reason or "not running"
 
 
 class FaultIsolation(Actor[rq.Msg, None]):
@@ -145,7 +99,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
         self.monitor = monitor
         self.store = store
         self._events = events
-        self._platforms: dict[str, _Platform] = {}
+        self._platforms: dict[str, PlatformRecord] = {}
         self._in_flight: dict[str, int] = {}
         """Faults sent as casts by ``judge_fault`` and not handled yet (per platform)."""
         self._out: set[str] = set()
@@ -186,29 +140,9 @@ class FaultIsolation(Actor[rq.Msg, None]):
                     )
                 send, recv = trio.open_memory_channel[Write](10_000)
                 self._writer = send
-                nursery.start_soon(self._write_loop, store, recv)
+                nursery.start_soon(write_loop, store, recv, keep)
             await nursery.start(super().run)
             task_status.started()
-
-    async def _write_loop(self, store: Store, recv: trio.MemoryReceiveChannel[Write]) -> None:
-        keep = self.cfg.max_fault_records
-        async with recv:
-            while True:
-                batch = [await recv.receive()]
-                while True:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                flushes = [ev for kind, ev in batch if kind == "flush"]
-                writes = [w for w in batch if w[0] != "flush"]
-                try:
-                    if writes:
-                        await store.run(functools.partial(write_batch, batch=writes, keep=keep))
-                except Exception:
-                    log.exception("could not persist %d fault record change(s)", len(writes))
-                for ev in flushes:
-                    ev.set()
 
     def _queue_write(self, item: Write) -> None:
         if self._writer is None:
@@ -300,7 +234,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
                     pass  # not running: ask, and time out clearly
                 else:
                     self._in_flight[platform_id] = 1
-                    return _STRATEGY[d.action]
+                    return STRATEGY[d.action]
         kept = await self.ref.call(rq.Fault(platform_id, exception, crashed), timeout=timeout)
         return kept.strategy
 
@@ -442,39 +376,15 @@ class FaultIsolation(Actor[rq.Msg, None]):
             total=self._wanted,
             running=self._running_wanted,
             out={pid: self._platforms[pid].why() for pid in sorted(self._out)},
-            platforms={pid: self._view(pid, p) for pid, p in self._platforms.items()},
-        )
-
-    def _view(self, pid: str, p: _Platform) -> PlatformIsolation:
-        b = p.breaker
-        return PlatformIsolation(
-            platform_id=pid,
-            running=p.running,
-            breaker=BreakerStatus(
-                state=b.state,
-                since=p.since,
-                recent_failures=len(b.failures),
-                cooldown=b.cooldown,
-                retry_at=b.retry_at,
-                reason=b.reason,
-            ),
-            manually_disabled=b.disabled,
-            disabled_by=p.disabled_by,
-            disabled_at=p.disabled_at,
-            disabled_reason=p.disabled_reason,
-            enabled_by=p.enabled_by,
-            enabled_at=p.enabled_at,
-            out=p.out,
-            out_reason=p.why() if p.out else "",
-            fault_count=len(p.records),
+            platforms={pid: view(pid, p) for pid, p in self._platforms.items()},
         )
 
     # ---- the actor's side ---------------------------------------------------
 
-    def _p(self, pid: str) -> _Platform:
+    def _p(self, pid: str) -> PlatformRecord:
         p = self._platforms.get(pid)
         if p is None:
-            p = _Platform(
+            p = PlatformRecord(
                 breaker=BreakerSnapshot(cooldown=self.cfg.cooldown),
                 records=deque(maxlen=self.cfg.max_fault_records),
             )
@@ -555,7 +465,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
             case _:
                 log.error("fault isolation got an unknown message %r", msg)
 
-    def _count(self, p: _Platform, sign: int) -> None:
+    def _count(self, p: PlatformRecord, sign: int) -> None:
         if p.wanted:
             self._wanted += sign
             self._running_wanted += sign * p.running
@@ -583,7 +493,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
         d = br.decide(p.breaker, Fault(crashed=msg.crashed, summary=summary), now, self.policy)
         if d.state is not p.breaker:
             self._transition(pid, p, d.state)
-        kept = KeptFault(pid, err, time.time(), _STRATEGY[d.action])
+        kept = KeptFault(pid, err, time.time(), STRATEGY[d.action])
         p.records.append(kept)
         self._queue_write(("insert", kept))
         if d.opened:
@@ -606,7 +516,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
         self._transition(pid, p, br.reset(p.breaker, self.policy, f"enabled by {msg.by}"))
         self._resolve(pid, p)
 
-    def _resolve(self, pid: str, p: _Platform) -> None:
+    def _resolve(self, pid: str, p: PlatformRecord) -> None:
         now = time.time()
         changed = False
         for k in p.records:
@@ -616,7 +526,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
         if changed:
             self._queue_write(("resolve", (pid, now)))
 
-    def _transition(self, pid: str, p: _Platform, new: BreakerSnapshot) -> None:
+    def _transition(self, pid: str, p: PlatformRecord, new: BreakerSnapshot) -> None:
         old = p.breaker
         p.breaker = new
         if new.state is old.state:
