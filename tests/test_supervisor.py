@@ -1,4 +1,4 @@
-"""Tests of nekobot.supervisor.
+"""Tests of nekobot.core.supervisor and its parts (child_fault, intensity, child_state).
 
 Policy: no network; every time-dependent test runs under the ``autojump_clock``
 fixture and asserts the exact Trio-clock schedule; no real sleeps.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ import trio.lowlevel
 import trio.testing
 
 from nekobot.core.backoff import Backoff
+from nekobot.core.child_fault import split_fault
 from nekobot.core.supervisor import (
     BRUTAL_KILL,
     ChildAlreadyPresent,
@@ -197,26 +199,267 @@ async def test_system_exit_in_child_is_a_fault_and_restarted(
         assert [(ev, t) for t, ev, c in log if c == sib] == [("start", 0.0), ("exit", 10.0)]
 
 
-async def test_keyboard_interrupt_is_never_swallowed() -> None:
-    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        await trio.lowlevel.checkpoint()
+class CustomBase(BaseException):
+    """A custom ``BaseException`` subclass (not an ``Exception``)."""
+
+
+def _exit3() -> BaseException:
+    sys.exit(3)  # the real call: raises SystemExit(3) from here
+
+
+def _group_of_two() -> BaseException:
+    return BaseExceptionGroup("two", [KeyboardInterrupt(), CustomBase("x")])
+
+
+BASE_EXCEPTIONS: list[tuple[str, Callable[[], BaseException], str]] = [
+    ("keyboard_interrupt", KeyboardInterrupt, "KeyboardInterrupt"),
+    ("generator_exit", GeneratorExit, "GeneratorExit"),
+    ("custom_subclass", lambda: CustomBase("custom"), "CustomBase"),
+    ("sys_exit_3", _exit3, "SystemExit"),
+    ("group_of_two", _group_of_two, "BaseExceptionGroup"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "error_type"),
+    [(m, t) for _, m, t in BASE_EXCEPTIONS],
+    ids=[i for i, _, _ in BASE_EXCEPTIONS],
+)
+async def test_any_base_exception_in_a_child_is_a_fault_restarted_on_schedule(
+    autojump_clock: trio.testing.MockClock,
+    make: Callable[[], BaseException],
+    error_type: str,
+) -> None:
+    log: Log = []
+    statuses: list[tuple[float, str, ChildStatus]] = []
+    sup = Supervisor(
+        [
+            child(log, "sib1"),
+            child(log, "bad", crash_after=1.0, crash_with=make, crashes=2),
+            child(log, "sib2"),
+        ],
+        max_restarts=5,
+        period=60.0,
+        backoff=Backoff(minimum=0.5, maximum=5.0, jitter=0.0, reset_after=30.0),
+        on_status=lambda cid, st, _e: statuses.append((trio.current_time(), cid, st)),
+    )
+    async with trio.open_nursery() as n:
+        await n.start(sup.run)
+        await trio.sleep(10.0)
+        info = sup.child_info("bad")
+        assert info.status is ChildStatus.RUNNING
+        assert info.restart_count == 2
+        assert type(info.last_error).__name__ == error_type
+        records = sup.get_fault_records("bad")
+        assert [r.error_type for r in records] == [error_type, error_type]
+        assert [r.phase for r in records] == ["run", "run"]
+        assert all(r.child_id == "bad" for r in records)
+        # the real traceback, down to the line that raised
+        assert "raise crash_with()" in records[0].traceback_str
+        assert error_type in records[0].traceback_str
+        n.cancel_scope.cancel()
+    # bad: 0 ->crash 1 ->(0.5) 1.5 ->crash 2.5 ->(1.0) 3.5 runs on
+    assert starts(log, "bad") == [0.0, 1.5, 3.5]
+    restarting = [t for t, c, st in statuses if c == "bad" and st is ChildStatus.RESTARTING]
+    assert restarting == [1.0, 2.5]
+    # the siblings were never interrupted
+    for sib in ("sib1", "sib2"):
+        assert [(ev, t) for t, ev, c in log if c == sib] == [("start", 0.0), ("exit", 10.0)]
+
+
+async def test_keyboard_interrupt_before_started_is_a_start_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+
+    async def interrupted(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await trio.sleep(1.0)
         raise KeyboardInterrupt
 
-    sup = Supervisor([ChildSpec("k", start)], max_restarts=100)
-    with pytest.raises(BaseExceptionGroup) as info:
+    sup = Supervisor([child(log, "sib")])
+    async with trio.open_nursery() as n:
+        await n.start(sup.run)
+        with pytest.raises(ChildStartError, match="'k' failed to start: KeyboardInterrupt") as info:
+            await sup.start_child(ChildSpec("k", interrupted))
+        assert isinstance(info.value.error, KeyboardInterrupt)
+        assert info.value.__cause__ is info.value.error
+        assert trio.current_time() == 1.0
+        assert sup.child_info("sib").status is ChildStatus.RUNNING
+        # an initial child: run raises the start error, not KeyboardInterrupt
+        other = Supervisor([ChildSpec("k", interrupted)])
+        with pytest.raises(ChildStartError) as info2:
+            await n.start(other.run)
+        assert isinstance(info2.value.error, KeyboardInterrupt)
+        await trio.sleep(1.0)
+        n.cancel_scope.cancel()
+    assert [(t, ev, c) for t, ev, c in log] == [(0.0, "start", "sib"), (3.0, "exit", "sib")]
+
+
+def _group_on_cancel(log: Log, cid: str) -> ChildSpec:
+    """When cancelled, its nursery ends with Cancelled beside a KeyboardInterrupt."""
+
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def cleanup_fails() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise KeyboardInterrupt
+
+        log.append((trio.current_time(), "start", cid))
         async with trio.open_nursery() as n:
-            await n.start(sup.run)
-    assert info.group_contains(KeyboardInterrupt)
+            n.start_soon(cleanup_fails)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                log.append((trio.current_time(), "exit", cid))
+
+    return ChildSpec(cid, start)
 
 
-def test_is_fault_classification() -> None:
-    assert is_fault(ValueError())
-    assert is_fault(SystemExit(1))
-    assert not is_fault(KeyboardInterrupt())
+async def test_fault_while_stopping_is_recorded_and_stop_still_completes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+    sup = Supervisor([child(log, "sib"), _group_on_cancel(log, "g"), _group_on_cancel(log, "h")])
+    async with trio.open_nursery() as n:
+        await n.start(sup.run)
+        await trio.sleep(1.0)
+        await sup.terminate_child("g")
+        assert sup.child_info("g").status is ChildStatus.STOPPED
+        [rec] = sup.get_fault_records("g")
+        assert rec.phase == "stop"
+        assert "KeyboardInterrupt" in rec.traceback_str
+        await trio.sleep(1.0)
+        assert sup.child_info("sib").status is ChildStatus.RUNNING
+        n.cancel_scope.cancel()  # cancelling the supervisor still stops everything
+    assert trio.current_time() == 2.0
+    assert [(t, ev, c) for t, ev, c in log if ev == "exit"] == [
+        (1.0, "exit", "g"),
+        (2.0, "exit", "h"),
+        (2.0, "exit", "sib"),
+    ]
+    assert [r.phase for r in sup.get_fault_records("h")] == ["stop"]
+
+
+def _mixed_group(outer: trio.CancelScope | None) -> ChildSpec:
+    """Runs 1 s, then raises a real ``trio.Cancelled`` beside a fault; cancels
+    ``outer`` first if given (so a cancellation is in effect when it arrives)."""
+
+    async def start(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep(1.0)
+        with trio.CancelScope() as cs:
+            cs.cancel()
+            try:
+                await trio.lowlevel.checkpoint()
+            except trio.Cancelled as exc:
+                cancelled = exc
+        if outer is not None:
+            outer.cancel()
+        raise BaseExceptionGroup("mixed", [cancelled, CustomBase("bug")])
+
+    return ChildSpec("m", start)
+
+
+async def test_a_group_holding_cancelled_propagates_and_the_rest_is_the_fault(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+    statuses: list[tuple[float, ChildStatus]] = []
+    outer = trio.CancelScope()
+    sup = Supervisor(
+        [child(log, "sib"), _mixed_group(outer)],
+        max_restarts=10,
+        on_status=lambda cid, st, _e: (
+            statuses.append((trio.current_time(), st)) if cid == "m" else None
+        ),
+    )
+    with outer:
+        await sup.run()
+    # the Cancelled part went on up to the cancelled scope: the supervisor stopped
+    assert outer.cancelled_caught
+    assert trio.current_time() == 1.0
+    assert [(t, ev, c) for t, ev, c in log] == [(0.0, "start", "sib"), (1.0, "exit", "sib")]
+    # the rest is the fault: recorded with its traceback, the child not restarted
+    [rec] = sup.get_fault_records("m")
+    assert (rec.error_type, rec.phase) == ("BaseExceptionGroup", "run")
+    assert "CustomBase: bug" in rec.traceback_str
+    assert rec.traceback_str.count("Cancelled") == 0
+    assert (1.0, ChildStatus.FAILED) in statuses
+    assert ChildStatus.RESTARTING not in [st for _, st in statuses]
+
+
+async def test_a_stray_cancelled_is_part_of_the_fault(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Nothing above is cancelled: re-raising it would silently end the supervisor."""
+    log: Log = []
+    sup = Supervisor(
+        [child(log, "sib"), _mixed_group(None)],
+        max_restarts=100,
+        period=1000.0,
+        backoff=Backoff(minimum=2.0, maximum=2.0, jitter=0.0),
+    )
+    async with trio.open_nursery() as n:
+        await n.start(sup.run)
+        await trio.sleep(6.5)
+        # crashed at 1 ->(2) 3, crashed at 4 ->(2) 6: the supervisor lives on
+        assert sup.child_info("m").restart_count == 2
+        assert sup.child_info("m").status is ChildStatus.RUNNING
+        records = sup.get_fault_records("m")
+        assert [r.error_type for r in records] == ["BaseExceptionGroup"] * 2
+        assert "Cancelled" in records[0].traceback_str  # the whole group is the fault
+        n.cancel_scope.cancel()
+    assert trio.current_time() == 6.5
+    assert [(t, ev, c) for t, ev, c in log] == [(0.0, "start", "sib"), (6.5, "exit", "sib")]
+
+
+async def test_fault_classification() -> None:
+    with trio.CancelScope() as cs:
+        cs.cancel()
+        try:
+            await trio.lowlevel.checkpoint()
+        except trio.Cancelled as exc:
+            cancelled = exc
+    for e in (ValueError(), SystemExit(1), KeyboardInterrupt(), GeneratorExit(), CustomBase()):
+        assert is_fault(e)
+        assert split_fault(e) == (e, None)
     assert is_fault(ExceptionGroup("g", [ValueError()]))
-    assert is_fault(BaseExceptionGroup("g", [SystemExit(2)]))
-    assert not is_fault(BaseExceptionGroup("g", [ValueError(), KeyboardInterrupt()]))
+    assert is_fault(BaseExceptionGroup("g", [ValueError(), KeyboardInterrupt()]))
+    assert not is_fault(cancelled)
+    assert split_fault(cancelled) == (None, cancelled)
+    ki = KeyboardInterrupt()
+    mixed = BaseExceptionGroup("g", [ValueError(), BaseExceptionGroup("h", [cancelled, ki])])
+    assert not is_fault(mixed)
+    fault, cancel = split_fault(mixed)
+    assert isinstance(fault, BaseExceptionGroup) and isinstance(cancel, BaseExceptionGroup)
+    assert fault.subgroup(trio.Cancelled) is None
+    assert fault.subgroup(lambda e: e is ki) is not None
+    assert cancel.subgroup(lambda e: e is cancelled) is not None
+    assert cancel.split(trio.Cancelled)[1] is None  # nothing but cancellation
+
+
+async def test_hooks_that_raise_base_exceptions_are_contained(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+
+    async def handler(cid: str, exc: BaseException, ctx: dict[str, Any]) -> bool:
+        raise KeyboardInterrupt
+
+    def on_status(cid: str, st: ChildStatus, err: BaseException | None) -> None:
+        raise CustomBase("status hook bug")
+
+    sup = Supervisor(
+        [child(log, "a", crash_after=1.0, crashes=1)],
+        max_restarts=10,
+        fault_handler=handler,
+        on_status=on_status,
+        backoff=Backoff(minimum=2.0, maximum=2.0, jitter=0.0),
+    )
+    await run_for(sup, 5.0)
+    assert starts(log, "a") == [0.0, 3.0]  # restarted after the 2 s delay all the same
 
 
 # ---- restart types -------------------------------------------------------------
