@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from nekobot.core.supervisor import (
     ChildSpec,
     ChildStartError,
     ChildStatus,
+    RestartIntensity,
     RestartIntensityExceeded,
     Supervisor,
     is_fault,
@@ -623,6 +625,11 @@ async def test_root_escalates_with_a_clear_error(autojump_clock: trio.testing.Mo
     assert starts(log, "bad") == [0.0, 1.0, 2.0]
     # the sibling was stopped in order before the error came out
     assert log[-1] == (3.0, "exit", "sib")
+    # the error names the child and carries its exception
+    with pytest.raises(RestartIntensityExceeded) as info:
+        await Supervisor([child(log, "bad2", crash_after=1.0)], max_restarts=0).run()
+    assert info.value.child_id == "bad2"
+    assert isinstance(info.value.error, Boom) and info.value.__cause__ is info.value.error
 
 
 async def test_isolating_supervisor_isolates_only_that_child(
@@ -892,3 +899,64 @@ async def test_auto_shutdown_any_significant(autojump_clock: trio.testing.MockCl
         await n.start(sup.run)
     assert trio.current_time() == 3.0
     assert log == [(0.0, "start", "a"), (3.0, "exit", "a")]
+
+
+# ---- the process lives on ----------------------------------------------------------
+
+_PROCESS_SCRIPT = """
+import sys, trio, trio.testing
+from nekobot.core.supervisor import ChildSpec, Supervisor
+
+async def bad(*, task_status=trio.TASK_STATUS_IGNORED):
+    task_status.started()
+    await trio.sleep(1.0)
+    sys.exit(3)
+
+async def interrupted(*, task_status=trio.TASK_STATUS_IGNORED):
+    task_status.started()
+    await trio.sleep(1.5)
+    raise KeyboardInterrupt
+
+async def main():
+    sup = Supervisor([ChildSpec("bad", bad), ChildSpec("ki", interrupted)], max_restarts=100,
+                     period=1000.0)
+    async with trio.open_nursery() as n:
+        await n.start(sup.run)
+        await trio.sleep(10.0)
+        print(sup.child_info("bad").restart_count, sup.child_info("ki").restart_count)
+        n.cancel_scope.cancel()
+
+trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+print("alive")
+"""
+
+
+def test_sys_exit_and_keyboard_interrupt_in_children_do_not_end_the_process() -> None:
+    """Under the mock clock in a subprocess: exit code 0, not 3 or 130."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROCESS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # bad exits at 1, 2, ... 9 (zero backoff); ki at 1.5, 3, ... 9
+    assert proc.stdout.split() == ["9", "6", "alive"]
+
+
+# ---- intensity window ---------------------------------------------------------------
+
+
+def test_restart_intensity_window_is_exact() -> None:
+    w = RestartIntensity(max_restarts=2, period=10.0)
+    assert w.note(0.0) and w.note(5.0)
+    assert not w.note(9.9)  # three within 10 s
+    assert w.note(15.0)  # 0.0 and 5.0 have left the window (t <= now - period)
+    assert len(w) == 2
+    w.clear()
+    assert len(w) == 0 and w.note(15.0)
+    with pytest.raises(ValueError):
+        RestartIntensity(max_restarts=-1, period=1.0)
+    with pytest.raises(ValueError):
+        RestartIntensity(max_restarts=1, period=0.0)
