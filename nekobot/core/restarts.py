@@ -183,7 +183,7 @@ class RestartLoop:
         if nursery is None:
             raise SupervisorNotRunning(f"supervisor {self.name!r} is not running")
         try:
-            await nursery.start(self._child_main, child, gen)
+            await nursery.start(self._child_main, child, gen, name=f"{self.name}.{child.spec.id}")
         except _StartFailed as sf:
             err = sf.error
             self._set_status(child, ChildStatus.FAILED, err)
