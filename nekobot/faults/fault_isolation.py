@@ -86,7 +86,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
         *,
         monitor: AlertSink | None = None,
         store: Store | None = None,
-        events: ActorRef[RuntimeEvent] | ActorRef[Any] | None = None,
+        events: ActorRef[RuntimeEvent] | None = None,
     ) -> None:
         super().__init__("fault_isolation", mailbox_size=math.inf)
         self.cfg = cfg = cfg if cfg is not None else FaultIsolationConfig()
@@ -120,7 +120,7 @@ class FaultIsolation(Actor[rq.Msg, None]):
         *,
         monitor: AlertSink | None = None,
         store: Store | None = None,
-        events: ActorRef[RuntimeEvent] | ActorRef[Any] | None = None,
+        events: ActorRef[RuntimeEvent] | None = None,
     ) -> FaultIsolation:
         """Build from ``[fault_isolation]`` (see the class)."""
         return cls(cfg, monitor=monitor, store=store, events=events)

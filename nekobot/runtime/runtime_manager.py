@@ -26,19 +26,20 @@ Times: ``since`` is wall clock (``time.time()``); ``since_clock`` and
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import trio
 
 from ..config.schema import PlatformConfig, SupervisorConfig
-from ..core.actor import Actor, Call, Mailbox
+from ..core.actor import Actor, ActorRef, Call, Mailbox
 from ..core.errors import CallTimeout
 from ..core.supervisor import ChildStatus, Supervisor
 from ..errors import InvalidRequest, PlatformExists, PlatformNotFound
-from ..faults.events import BreakerOpened, DisablePlatform, EnablePlatform
+from ..faults.events import BreakerOpened, DisablePlatform, EnablePlatform, RuntimeEvent
 from ..faults.fault_isolation import FaultIsolation
 from ..platforms.base import PlatformActor
 from . import operations as ops
@@ -113,13 +114,15 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
         monitor: PlatformMonitor | None = None,
         config_owner: ConfigOwner | None = None,
         mailbox: Mailbox[Any] | None = None,
-        rng: Any = None,
+        rng: random.Random | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__("runtime", mailbox=mailbox)
         self.cfg = supervisor_cfg if supervisor_cfg is not None else SupervisorConfig()
         self._own_fi = fault_isolation is None
-        self.fault_isolation = fault_isolation or FaultIsolation(events=self.ref)
+        # the mailbox takes RuntimeEvent (a part of Msg): the narrower address is sound
+        events = cast("ActorRef[RuntimeEvent]", self.ref)
+        self.fault_isolation = fault_isolation or FaultIsolation(events=events)
         self.platform_factory = platform_factory
         self.monitor = monitor
         self.config_owner: ConfigOwner = config_owner or DirectChanges(self)
