@@ -14,14 +14,17 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import tomli_w
 import trio
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nekobot.api.serialize import dump_json
 from nekobot.config.loader import parse_config
-from nekobot.config.schema import config_to_dict
+from nekobot.config.schema import NekoBotConfig, config_to_dict
+from nekobot.config.version import CanonicalTexts, canonical
 from nekobot.config.versions import REDACTED, ConfigChangeType, ConfigVersionManager, redact
 from nekobot.errors import (
     ConfigError,
@@ -306,3 +309,22 @@ async def test_concurrent_check_and_set_lets_exactly_one_change_win() -> None:
     assert len(won) == 1 and len(lost) == 9
     assert set(lost) == {2}
     assert mgr.current_revision == 2 and mgr.get_version("v2").author == won[0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raws=st.lists(valid_config_dicts(), min_size=1, max_size=4))
+def test_canonical_texts_equal_the_canonical_form_of_every_config(
+    raws: list[dict[str, Any]],
+) -> None:
+    # One CanonicalTexts over a sequence of configs (its cache carried from one
+    # to the next, some platform sections kept as the same objects): each text
+    # is exactly the one the checksum of a version made from the dict has.
+    texts = CanonicalTexts()
+    previous: NekoBotConfig | None = None
+    for raw in raws:
+        cfg = parse_config(raw)
+        if previous is not None:  # keep the sections the previous config had, as objects
+            kept = {**cfg.platforms, **previous.platforms}
+            cfg = attrs.evolve(cfg, platforms=kept)
+        assert texts.text(cfg) == canonical(config_to_dict(cfg))
+        previous = cfg

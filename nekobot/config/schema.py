@@ -52,6 +52,7 @@ __all__ = [
     "converter",
     "dumps_config",
     "platform_to_dict",
+    "sections_to_dict",
     "structure_section",
 ]
 
@@ -484,11 +485,17 @@ def platform_to_dict(pc: PlatformConfig) -> dict[str, Any]:
     return _drop_none(out)  # type: ignore[no-any-return]
 
 
+def sections_to_dict(config: NekoBotConfig) -> dict[str, Any]:
+    """Every section but ``platforms``, as :func:`config_to_dict` gives them."""
+    out = {name: converter.unstructure(getattr(config, name)) for name in SECTIONS}
+    return _drop_none(out)  # type: ignore[no-any-return]
+
+
 def config_to_dict(config: NekoBotConfig) -> dict[str, Any]:
     """The config as the plain dict a TOML file would hold (``None`` values omitted)."""
-    out: dict[str, Any] = {name: converter.unstructure(getattr(config, name)) for name in SECTIONS}
+    out = sections_to_dict(config)
     out["platforms"] = {pid: platform_to_dict(pc) for pid, pc in config.platforms.items()}
-    return _drop_none(out)  # type: ignore[no-any-return]
+    return out
 
 
 def dumps_config(config: NekoBotConfig | Mapping[str, Any]) -> str:

@@ -29,6 +29,7 @@ from ..core.actor import Actor, ActorRef, Call, Mailbox, Request
 from ..errors import PlatformExists, PlatformNotFound
 from .loader import load_config, parse_config
 from .schema import NekoBotConfig, PlatformConfig, config_to_dict
+from .version import CanonicalTexts
 from .versions import ConfigChangeType, ConfigDiff, ConfigVersion, ConfigVersionManager
 
 __all__ = [
@@ -159,6 +160,7 @@ class ConfigService(Actor[_Msg, ConfigSnapshot]):
     ) -> None:
         super().__init__("config", mailbox=mailbox)
         self.history = history
+        self._texts = CanonicalTexts()
         self._runtime = runtime
         self.change_timeout = change_timeout
         self.publish(ConfigSnapshot(config, None))
@@ -365,8 +367,8 @@ class ConfigService(Actor[_Msg, ConfigSnapshot]):
                 new.platforms, start_added=ch.start_added, restart_changed=ch.restart_changed
             )
             version = (
-                await self.history.create_version(
-                    config_to_dict(new),
+                await self.history.record_text(
+                    self._texts.text(new),
                     ch.change_type,
                     description,
                     ch.author,

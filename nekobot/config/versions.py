@@ -246,12 +246,40 @@ class ConfigVersionManager:
         author: str,
         restored_revision: int | None = None,
     ) -> ConfigVersion:
-        """Record one version: reserve it in memory, then write it to the store."""
-        if not self._opened:
-            raise RuntimeError("ConfigVersionManager.open() was not awaited")
+        """Check and deep-copy ``config`` into its canonical text, then record it."""
         if not isinstance(config, Mapping):
             raise InvalidRequest(f"config must be a dict, got {type(config).__name__}")
-        text = canonical(plain_config(config, ""))
+        return await self.record_text(
+            canonical(plain_config(config, "")),
+            change_type,
+            description,
+            author,
+            restored_revision=restored_revision,
+        )
+
+    async def record_text(
+        self,
+        text: str,
+        change_type: ConfigChangeType,
+        description: str,
+        author: str,
+        *,
+        restored_revision: int | None = None,
+    ) -> ConfigVersion:
+        """Record a config given as its canonical JSON text (no check, no copy).
+
+        The config service's path: its text comes from
+        :class:`~nekobot.config.version.CanonicalTexts`, built from a validated
+        config. The version's revision is reserved and the in-memory index
+        updated before the store write is awaited; a failed write takes the
+        version back out (its revision number is not reused).
+
+        Raises:
+            RuntimeError: if :meth:`open` was not awaited.
+            sqlite3.Error: if the store could not write it.
+        """
+        if not self._opened:
+            raise RuntimeError("ConfigVersionManager.open() was not awaited")
         revision = self._counter + 1
         parent = self._current
         version = ConfigVersion(
@@ -282,7 +310,6 @@ class ConfigVersionManager:
         row = _row(version)
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executescript(_SCHEMA)
             with transaction(conn):
                 conn.execute(
                     f"INSERT INTO config_versions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row
