@@ -97,11 +97,11 @@ class CanonicalTexts:
         fresh: dict[str, tuple[PlatformConfig, str]] = {}
         for pid, pc in config.platforms.items():
             hit = cached.get(pid)
-            if hit is None or hit[0] is not pc:
-                hit = (pc, canonical(platform_to_dict(pc)))
+            if hit is None or hit[0] is not pc:  # '"<pid>":<section>', made once
+                hit = (pc, f"{_dumps(pid)}:{canonical(platform_to_dict(pc))}")
             fresh[pid] = hit
         self._platforms = fresh
-        platforms = ",".join(f"{_dumps(pid)}:{fresh[pid][1]}" for pid in sorted(fresh))
+        platforms = ",".join(fresh[pid][1] for pid in sorted(fresh))
         parts = {name: canonical(value) for name, value in sections_to_dict(config).items()}
         parts["platforms"] = "{" + platforms + "}"
         return "{" + ",".join(f"{_dumps(k)}:{parts[k]}" for k in sorted(parts)) + "}"
