@@ -154,6 +154,7 @@ class NekoBot:
             store=self.store,
             events=runtime_mailbox.ref,
         )
+        self._platforms_context = self._platform_context()
         self.runtime_manager = RuntimeManager.from_config(
             config.supervisor,
             fault_isolation=self.fault_isolation_manager,
@@ -267,7 +268,9 @@ class NekoBot:
 
     # ---- platforms -------------------------------------------------------
 
-    def _context_for(self, platform_id: str) -> PlatformContext:
+    def _platform_context(self) -> PlatformContext:
+        """What every platform may reach of the bot (one context, shared: each
+        hook takes the platform id, so nothing in it is per platform)."""
         monitor = self.status_monitor
 
         async def raise_alert(pid: str, level: str, message: str) -> None:
@@ -293,10 +296,7 @@ class NekoBot:
     def _build_platform(self, platform_id: str, pc: PlatformConfig) -> PlatformActor:
         cls = load_platform_class(pc.type)
         return cls(
-            platform_id,
-            pc.settings,
-            connection=pc.connection,
-            context=self._context_for(platform_id),
+            platform_id, pc.settings, connection=pc.connection, context=self._platforms_context
         )
 
     # Buffer queues: one per platform ("qq"), and one per account of a

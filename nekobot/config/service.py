@@ -28,7 +28,7 @@ import trio
 from ..core.actor import Actor, ActorRef, Call, Mailbox, Request
 from ..errors import PlatformExists, PlatformNotFound
 from .loader import load_config, parse_config
-from .schema import NekoBotConfig, PlatformConfig, config_to_dict
+from .schema import NekoBotConfig, PlatformConfig
 from .version import CanonicalTexts
 from .versions import ConfigChangeType, ConfigDiff, ConfigVersion, ConfigVersionManager
 
@@ -410,11 +410,11 @@ class ConfigService(Actor[_Msg, ConfigSnapshot]):
 
     async def _record_start(self, msg: _RecordStart) -> ConfigVersion | None:
         current = self.history.current_version
-        data = config_to_dict(self.config)
-        if current is not None and current.verify() and current.config == data:
+        text = self._texts.text(self.config)
+        if current is not None and current.verify() and current.canonical_text == text:
             return None
         change = ConfigChangeType.CREATE if current is None else ConfigChangeType.UPDATE
-        version = await self.history.create_version(data, change, msg.description, "startup")
+        version = await self.history.record_text(text, change, msg.description, "startup")
         self.publish(ConfigSnapshot(self.config, self.history.current_revision))
         return version
 

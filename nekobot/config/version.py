@@ -187,6 +187,11 @@ class ConfigVersion:
         data: dict[str, Any] = json.loads(self._text)
         return data
 
+    @property
+    def canonical_text(self) -> str:
+        """The stored canonical JSON text of the config (not checked; see :meth:`verify`)."""
+        return self._text
+
     def verify(self) -> bool:
         """Whether the stored config still matches its checksum."""
         return sha256_hex(self._text) == self.checksum

@@ -397,6 +397,12 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
             e.busy = type(call.msg).__name__.lower()
             nursery.start_soon(self._run_op, e, call)
 
+    async def _settle(self) -> None:
+        try:
+            await self.fault_isolation.settle(timeout=self.timeout)
+        except Exception as exc:
+            log.warning("fault isolation did not settle: %s", exc)
+
     async def _run_op(self, e: Entry, call: Call[Any]) -> None:
         was_running = e.shown is PlatformState.RUNNING
         result: Any = None
@@ -412,10 +418,10 @@ class RuntimeManager(Actor[Msg, None], ConfigChanges):
                 self.report(e, force=True)
                 if was_running and e.shown is not PlatformState.RUNNING:
                     self._down_after_request(e)
-        try:  # the caller reads a settled degradation level
-            await self.fault_isolation.settle(timeout=self.timeout)
-        except Exception as exc:
-            log.warning("fault isolation did not settle: %s", exc)
+        # The caller reads a settled degradation level; ``load`` settles once
+        # after all its starts (``recover``) instead of once per platform.
+        if not (isinstance(call.msg, Start) and call.msg.recover):
+            await self._settle()
         if error is not None:
             call.fail(error)
         else:
