@@ -35,7 +35,7 @@ from nekobot.config.schema import FaultIsolationConfig, PlatformConfig, Supervis
 from nekobot.core.actor import Mailbox
 from nekobot.core.supervisor import ChildSpec, Supervisor
 from nekobot.faults.fault_isolation import FaultIsolation
-from nekobot.platforms.base import PlatformActor
+from nekobot.platforms.base import PlatformActor, PlatformContext
 from nekobot.runtime.runtime_manager import RuntimeManager
 
 
@@ -126,8 +126,10 @@ class _CrashingPlatform(PlatformActor):
 async def bench_runtime_manager(n: int) -> list[float]:
     probe = _Probe(n)
 
+    context = PlatformContext()  # one for every instance, as app.py builds them
+
     def factory(pid: str, pc: PlatformConfig) -> PlatformActor:
-        p = _CrashingPlatform(pid, pc.settings)
+        p = _CrashingPlatform(pid, pc.settings, connection=pc.connection, context=context)
         p.probe = probe
         return p
 
