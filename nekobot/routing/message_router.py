@@ -18,19 +18,13 @@ snapshot. The router still owns its state because only its own methods touch
 it, Trio runs one task at a time, and no section yields half-way; nothing
 outside ``routing/`` reaches into it.
 
-Policies (Trio clock): strict priority, FIFO within a priority, no aging
-(:mod:`.queue`); at most ``max_queue_size`` messages wait (queued plus waiting
-for a retry), then ``overflow = "block"`` makes ``route`` wait for room and
-``"drop_lowest"`` drops the oldest queued message of the lowest priority (or
-the incoming one if it is lower still); dedup by ``(platform_id, dedup_key)``
-(:mod:`.dedup`); anything but cancellation raised by a handler is that
-handler's failure, contained (:mod:`.handlers`), logged with its traceback,
-counted at the monitor as a handler fault, and only the failed handlers are
-retried after the one :class:`~nekobot.core.backoff.Backoff` (``retry_backoff``
-seconds, doubling, no jitter) from a timer heap, then dead-lettered; an
-``async`` handler past ``handler_timeout`` is cancelled (:mod:`.watchdog`).
-Never spin: an awake worker yields every 64 messages, an idle one is parked;
-``route`` is a cancellation point on every call and yields every 32nd call.
+Policies (Trio clock), each in its part: strict priority, FIFO within a
+priority, no aging, at most ``max_queue_size`` waiting, then ``block`` or
+``drop_lowest`` (:mod:`.queue`); dedup (:mod:`.dedup`); anything but
+cancellation a handler raises is that handler's failure, retried after the one
+:class:`~nekobot.core.backoff.Backoff`, then dead-lettered (:mod:`.handlers`);
+``handler_timeout`` (:mod:`.watchdog`). Never spin: a busy worker yields every
+64 messages, an idle one is parked; ``route`` yields every 32nd call.
 
 Every routed message ends in exactly one counter::
 
@@ -44,7 +38,6 @@ import inspect
 import itertools
 import logging
 import math
-from collections import deque
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -61,7 +54,7 @@ from .handlers import Handler, HandlerEntry, HandlerRegistry, split_cancelled
 from .queue import Entry, PriorityQueue, RetryHeap
 from .reporting import RouterMonitor, count_outcome, report_dead_letter, report_failure
 from .requests import Drain, Refresh, RouterRequest
-from .stats import DeadLetter, RouterSnapshot, RouterStats, percentiles_ms, stats_from
+from .stats import DeadLetter, DeadLetterRing, QueueWaits, RouterSnapshot, RouterStats, stats_from
 from .watchdog import Slot, Watchdog
 
 __all__ = [
@@ -130,12 +123,8 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
         self._registry = HandlerRegistry()
         self._handler_counts: tuple[tuple[str, int], ...] = ()
         self._in_flight = 0
-        self._dead: deque[DeadLetter] = deque(maxlen=cfg.dead_letter_size)
-        self._dead_view: tuple[DeadLetter, ...] = ()
-        self._waits: deque[float] = deque(maxlen=_WAIT_SAMPLES)
-        self._new_waits = 0
-        self._p50: float | None = None
-        self._p99: float | None = None
+        self._dead = DeadLetterRing(cfg.dead_letter_size)
+        self._waits = QueueWaits(_WAIT_SAMPLES)
         self._ids = itertools.count(1)
         self._since_yield = 0
         self._work_lot = trio.lowlevel.ParkingLot()
@@ -312,9 +301,8 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
         return True
 
     def _drop_for(self, priority: int) -> bool:
-        """Make room for a message of ``priority`` by dropping the oldest queued
-        one of the lowest priority, if that is not above ``priority``. False if
-        the incoming message is the one to drop (or ``block`` mode is full)."""
+        """Drop the oldest queued message of the lowest priority, if not above
+        ``priority``; False if the incoming one is to drop (or ``block`` is full)."""
         if self._block:
             return False  # only reached when route() was not given room
         victim = self._queue.pop_lowest(priority)
@@ -335,7 +323,7 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
             async with trio.open_nursery() as nursery:
                 for _ in range(self.config.max_concurrency):
                     nursery.start_soon(self._worker)
-                nursery.start_soon(self._retry_timer)
+                nursery.start_soon(self._retry.run, self._retry_lot, self._release)
                 if self.config.handler_timeout != math.inf:
                     nursery.start_soon(self._watchdog.run)
                 await nursery.start(super().run)
@@ -364,7 +352,7 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
                 else:
                     self._drains.append(item)
             elif isinstance(msg, Refresh):
-                self._renew_percentiles()
+                self._waits.renew()
                 self._publish()
                 item.reply(self.get_stats())
             else:
@@ -439,10 +427,7 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
             slot.failed = []
             slot.last_exc = None
             if entry.attempts == 0:
-                self._waits.append(trio.current_time() - entry.enqueued_at)
-                self._new_waits += 1
-                if self._new_waits >= _WAIT_SAMPLES:
-                    self._renew_percentiles()
+                self._waits.add(trio.current_time() - entry.enqueued_at)
                 slot.handlers = registry.for_type(entry.message.message_type)
             else:
                 slot.handlers = tuple(h for h in entry.remaining or () if h.active)
@@ -455,16 +440,11 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
 
     def _idle(self) -> None:
         """No message queued or in flight: answer drains, renew the percentiles."""
-        if self._new_waits * 8 >= len(self._waits) > 0:
-            self._renew_percentiles()  # amortized: after 1/8 of the window is new
+        self._waits.renew_if_due()
         if self._drains:
             for call in self._drains:
                 call.reply(None)
             self._drains.clear()
-
-    def _renew_percentiles(self) -> None:
-        self._new_waits = 0
-        self._p50, self._p99 = percentiles_ms(self._waits)
 
     async def _handle(self, entry: Entry, slot: Slot) -> None:
         """Run the slot's handlers from ``slot.index`` on; contain their failures."""
@@ -543,8 +523,7 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
             attempts=entry.attempts,
             at=now,
         )
-        self._dead.append(dl)
-        self._dead_view = tuple(self._dead)
+        self._dead.add(dl)
         report_dead_letter(self.monitor, dl)
 
     def _handler_failed(
@@ -568,23 +547,13 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
         self._handler_failed(slot, h, slot.entry.message, exc)
         slot.index += 1
 
-    async def _retry_timer(self) -> None:
-        retry = self._retry
-        while True:
-            due = retry.next_due()
-            if due is None:
-                await self._retry_lot.park()
-                continue
-            if trio.current_time() < due:
-                with trio.move_on_at(due):
-                    await self._retry_lot.park()
-                continue
-            for entry in retry.pop_due(trio.current_time()):
-                self._queue.push(entry)
-            self._publish()
-            if self._work_lot:
-                self._work_lot.unpark_all()
-            await trio.lowlevel.checkpoint()
+    def _release(self, entries: list[Entry]) -> None:
+        """Retries that came due rejoin the back of their priority's queue."""
+        for entry in entries:
+            self._queue.push(entry)
+        self._publish()
+        if self._work_lot:
+            self._work_lot.unpark_all()
 
     # ---- reading (sync, from the published snapshot) -------------------------
 
@@ -609,9 +578,9 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
                     self._in_flight,
                     len(self._seen),
                     self._handler_counts,
-                    self._p50,
-                    self._p99,
-                    self._dead_view,
+                    self._waits.p50,
+                    self._waits.p99,
+                    self._dead.view,
                 ),
             )
         )

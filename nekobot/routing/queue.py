@@ -11,7 +11,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+
+import trio
 
 from ..messages import Message
 from .handlers import HandlerEntry
@@ -106,6 +108,24 @@ class RetryHeap:
     def next_due(self) -> float | None:
         """The earliest due time, or ``None`` when empty."""
         return self._heap[0][0] if self._heap else None
+
+    async def run(
+        self, lot: trio.lowlevel.ParkingLot, release: Callable[[list[Entry]], None]
+    ) -> None:
+        """The retry timer: hand the entries that came due to ``release``, in due
+        order (Trio clock); park on ``lot`` until the next is due or until
+        :meth:`push` is followed by ``lot.unpark_all()``. Runs until cancelled."""
+        while True:
+            due = self.next_due()
+            if due is None:
+                await lot.park()
+                continue
+            if trio.current_time() < due:
+                with trio.move_on_at(due):
+                    await lot.park()
+                continue
+            release(self.pop_due(trio.current_time()))
+            await trio.lowlevel.checkpoint()
 
     def pop_due(self, now: float) -> list[Entry]:
         """Remove and return the entries due at or before ``now``, in due order."""

@@ -7,6 +7,7 @@ last one into the public :class:`RouterStats` without touching the router.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -141,3 +142,58 @@ def percentiles_ms(waits: Iterable[float]) -> tuple[float | None, float | None]:
         return values[int(r) - 1] * 1000.0
 
     return rank(50), rank(99)
+
+
+class QueueWaits:
+    """How long messages waited in the queue: the newest ``size`` samples
+    (seconds, Trio clock) and their p50 / p99 in milliseconds.
+
+    The percentiles are renewed lazily (sorting is the cost): by
+    :meth:`add` once ``size`` new samples arrived, by :meth:`renew_if_due`
+    (the router going idle) once 1/8 of the window is new, or by
+    :meth:`renew` (a ``stats()`` request).
+    """
+
+    __slots__ = ("_new", "_samples", "_size", "p50", "p99")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._samples: deque[float] = deque(maxlen=size)
+        self._new = 0
+        self.p50: float | None = None
+        """Milliseconds, as of the last renewal; ``None`` before any sample."""
+        self.p99: float | None = None
+        """Milliseconds, as of the last renewal; ``None`` before any sample."""
+
+    def add(self, wait: float) -> None:
+        """One message's wait in seconds."""
+        self._samples.append(wait)
+        self._new += 1
+        if self._new >= self._size:
+            self.renew()
+
+    def renew_if_due(self) -> None:
+        """Renew when at least 1/8 of the window is new (amortized)."""
+        if self._new * 8 >= len(self._samples) > 0:
+            self.renew()
+
+    def renew(self) -> None:
+        """Recompute p50 and p99 from the samples now."""
+        self._new = 0
+        self.p50, self.p99 = percentiles_ms(self._samples)
+
+
+class DeadLetterRing:
+    """The last ``size`` dead letters, oldest first; :attr:`view` is a tuple
+    renewed on each :meth:`add` (the snapshot shares it)."""
+
+    __slots__ = ("_ring", "view")
+
+    def __init__(self, size: int) -> None:
+        self._ring: deque[DeadLetter] = deque(maxlen=size)
+        self.view: tuple[DeadLetter, ...] = ()
+
+    def add(self, letter: DeadLetter) -> None:
+        """Keep ``letter``, forgetting the oldest when full."""
+        self._ring.append(letter)
+        self.view = tuple(self._ring)
