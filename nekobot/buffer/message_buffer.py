@@ -43,6 +43,7 @@ from .requests import (
     WaitUntil,
     check_count,
     check_priority,
+    check_settings,
     check_text,
     check_ttl,
     encode_content,
@@ -140,19 +141,10 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
         name: str = "buffer",
     ) -> None:
         super().__init__(name, mailbox_size=10_000)
-        for label, value in (
-            ("max_size", max_size),
-            ("global_max_size", global_max_size),
-            ("replay_rate", replay_rate),
-            ("retry_interval", retry_interval),
-        ):
-            if not value > 0:
-                raise ValueError(f"{label} must be > 0, got {value!r}")
-        for pid, size in (platform_max_size or {}).items():
-            if not size > 0:
-                raise ValueError(f"platform_max_size[{pid!r}] must be > 0, got {size!r}")
-        if not overflow_wait >= 0:
-            raise ValueError(f"overflow_wait must be >= 0, got {overflow_wait!r}")
+        positive: dict[str, float] = {"max_size": max_size, "replay_rate": replay_rate}
+        positive |= {"global_max_size": global_max_size, "retry_interval": retry_interval}
+        positive |= {f"platform_max_size[{p!r}]": n for p, n in (platform_max_size or {}).items()}
+        check_settings(positive, overflow_wait=overflow_wait)
         self.max_size = int(max_size)
         self.policy = BufferPolicy(buffer_policy)
         self.overflow_strategy = OverflowStrategy(overflow_strategy)
@@ -286,10 +278,8 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
 
         Args:
             platform_id (str): The queue (``"qq"``, or one account's ``"qq@10001"``).
-            accounts (bool): Also every account queue of this platform
-                (``"qq@…"``): the whole link is gone. An account that comes up
-                after this call (a new link) is not affected: the buffer takes
-                the two in the order they were sent.
+            accounts (bool): Also every account queue ``"qq@…"`` (the link is
+                gone); an account that comes up after this call stays up.
 
         Raises:
             InvalidRequest: if ``platform_id`` is no valid queue name.
@@ -450,10 +440,8 @@ class MessageBuffer(Actor[BufferRequest, BufferSnapshot]):
                 result = self._failed(msg)
             elif isinstance(msg, SetOnline):
                 self._set_online(st.queue(msg.queue), msg.online)
-                if msg.accounts and not msg.online:
-                    prefix = f"{msg.queue}@"
-                    for name in [n for n in st.queues if n.startswith(prefix)]:
-                        self._set_online(st.queue(name), False)
+                for q in st.accounts_of(msg.queue) if msg.accounts and not msg.online else ():
+                    self._set_online(q, False)
             elif isinstance(msg, StartReplay):
                 self._start_replay(st.queue(msg.queue))
             elif isinstance(msg, ListMessages):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import reprlib
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -170,6 +171,20 @@ def _ttl(_inst: object, _attr: object, value: float) -> None:
 
 
 # ---- requests ----------------------------------------------------------------
+
+
+def check_settings(positive: Mapping[str, float], *, overflow_wait: float) -> None:
+    """The buffer's numeric settings: each of ``positive`` must be > 0 and
+    ``overflow_wait`` >= 0.
+
+    Raises:
+        ValueError: naming the first bad setting and its value.
+    """
+    for label, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{label} must be > 0, got {value!r}")
+    if not overflow_wait >= 0:
+        raise ValueError(f"overflow_wait must be >= 0, got {overflow_wait!r}")
 
 
 @attrs.frozen

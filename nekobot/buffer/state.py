@@ -69,6 +69,11 @@ class BufferState:
         self.dirty: dict[PlatformQueue, None] = {}
         self.room: dict[PlatformQueue, None] = {}
 
+    def accounts_of(self, platform: str) -> list[PlatformQueue]:
+        """The account queues of ``platform`` (``<platform>@…``), marked changed."""
+        prefix = f"{platform}@"
+        return [self.queue(name) for name in list(self.queues) if name.startswith(prefix)]
+
     def queue(self, name: str) -> PlatformQueue:
         """The queue ``name`` (made on first use), marked changed."""
         q = self.queues.get(name)
