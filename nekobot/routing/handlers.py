@@ -8,8 +8,9 @@ other in registration order, specific type first, then ``"*"``.
 Containment: anything a handler raises except ``trio.Cancelled`` is a failure
 of that handler — ``Exception`` and also ``SystemExit``, ``KeyboardInterrupt``,
 ``GeneratorExit``, custom ``BaseException`` subclasses and exception groups of
-them. :func:`split_cancelled` separates the cancellation inside a group (which
-must keep propagating) from the failure (which the router counts, retries and
+them. :func:`~nekobot.core.child_fault.split_fault` (the one rule, shared with the
+supervisor) separates the cancellation inside a group (which must keep
+propagating) from the failure (which the router counts, retries and
 dead-letters); the worker and the process live on.
 """
 
@@ -18,12 +19,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 
-import trio
-
 from ..errors import InvalidRequest
 from ..messages import Message
 
-__all__ = ["Handler", "HandlerEntry", "HandlerRegistry", "split_cancelled"]
+__all__ = ["Handler", "HandlerEntry", "HandlerRegistry"]
 
 Handler = Callable[[Message], Awaitable[None] | None]
 """``async def h(message: Message) -> None`` (or a plain function, see ``cheap``)."""
@@ -101,18 +100,3 @@ class HandlerRegistry:
     def counts(self) -> tuple[tuple[str, int], ...]:
         """``(message_type, handlers)`` pairs sorted by type."""
         return tuple((t, len(hs)) for t, hs in sorted(self._handlers.items()))
-
-
-def split_cancelled(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
-    """Split what a handler raised into ``(failure, cancellation)``.
-
-    ``trio.Cancelled`` is all cancellation; an exception group is split into
-    its ``trio.Cancelled`` leaves and the rest (either part may be ``None``);
-    anything else (any other ``BaseException``) is all failure.
-    """
-    if isinstance(exc, trio.Cancelled):
-        return None, exc
-    if isinstance(exc, BaseExceptionGroup):
-        cancelled, rest = exc.split(trio.Cancelled)
-        return rest, cancelled
-    return exc, None

@@ -47,10 +47,11 @@ import trio
 from ..config.schema import RouterConfig
 from ..core.actor import Actor, Call
 from ..core.backoff import Backoff
+from ..core.child_fault import split_fault
 from ..errors import ActorStopped, InvalidRequest
 from ..messages import Message, MessagePriority
 from .dedup import DedupWindow
-from .handlers import Handler, HandlerEntry, HandlerRegistry, split_cancelled
+from .handlers import Handler, HandlerEntry, HandlerRegistry
 from .queue import Entry, PriorityQueue, RetryHeap
 from .reporting import RouterMonitor, count_outcome, report_dead_letter, report_failure
 from .requests import Drain, Refresh, RouterRequest
@@ -147,7 +148,7 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
         """Build the router from ``[router]``; ``monitor=None`` records nothing."""
         return cls(config=cfg, monitor=monitor)
 
-    # ---- handlers (fast path: sync, in the caller's task) --------------------
+    # ---- handlers and routing (fast path: in the caller's task) ---------------
 
     def register_handler(
         self, message_type: str, handler: Handler, *, cheap: bool = False, name: str | None = None
@@ -186,8 +187,6 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
             self._handler_counts = self._registry.counts()
             self._publish()
         return removed
-
-    # ---- routing (fast path) -------------------------------------------------
 
     async def route_message(
         self,
@@ -467,7 +466,7 @@ class MessageRouter(Actor[RouterRequest, RouterSnapshot]):
                     else:
                         await trio.to_thread.run_sync(h.fn, msg)
                 except BaseException as exc:
-                    failure, cancel = split_cancelled(exc)
+                    failure, cancel = split_fault(exc)
                     if failure is None:
                         raise  # cancellation: the watchdog's (started_at kept) or shutdown
                     slot.started_at = None
